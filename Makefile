@@ -1,0 +1,31 @@
+# Set-up and entry points. `make run` and `make test` work on a fresh machine with
+# only Python 3.11+ and make: each creates .venv and installs the project into it.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/concordkv demo ./demo-data
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q --timeout=900
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" --timeout=300
+
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python profiles/bench_engine.py
+
+clean:
+	rm -rf $(VENV) demo-data .pytest_cache .hypothesis

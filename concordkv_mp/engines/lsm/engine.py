@@ -1,0 +1,587 @@
+"""`LSMEngine`: the LSM tree of one database directory, used in-process.
+
+Owns the MemTables, the WAL, the current Version and the manifest of its directory;
+nothing else may write there while it is open (a `LOCK` file enforces that).
+
+Concurrency model (LevelDB's):
+- writers queue under `_mutex`; the writer at the head is the leader: it makes room
+  (freezing the MemTable, rotating the WAL, or stalling), gathers the queued writes
+  into one WAL record, writes (and with fsync="always" syncs) it with the mutex
+  released — so the next writers queue up meanwhile and share the next sync: group
+  commit — then applies the group to the MemTable and wakes the followers;
+- point reads take no lock: they read `_mem`, then `_imms`, then `_version`, and the
+  writers publish in the opposite order (see `_freeze_memtable`, `_install`) so a
+  read never misses data that moved between them;
+- scans take a snapshot (the last sequence number) and pin the MemTables and Version;
+  the live MemTable is read in chunks under the mutex;
+- one background thread flushes frozen MemTables and runs compactions with the pure
+  steps of `compaction.py`, and alone installs their results;
+- any failed WAL write/fsync, flush or compaction makes the engine read-only
+  (fail-stop): nothing is acknowledged that did not reach the disk, and reopening
+  recovers a consistent state.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import weakref
+from collections import deque
+from contextlib import nullcontext
+
+from concordkv_mp.engines.lsm.block_cache import BlockCache
+from concordkv_mp.engines.lsm.compaction import (
+    NUM_LEVELS,
+    compaction_scores,
+    output_numbers_needed,
+    pick_compaction,
+    pick_level_compaction,
+    run_compaction,
+    write_flush,
+)
+from concordkv_mp.engines.lsm.file_meta import sstable_name, wal_name
+from concordkv_mp.engines.lsm.iterators import memtable_source, merge_sources, visible_items
+from concordkv_mp.engines.lsm.manifest import ManifestState, write_manifest
+from concordkv_mp.engines.lsm.memtable import MemTable
+from concordkv_mp.engines.lsm.recovery import recover
+from concordkv_mp.engines.lsm.version import TableCache, Version, VersionSet
+from concordkv_mp.engines.lsm.wal import WalWriter, encode_batch
+from concordkv_mp.errors import ClosedError, ReadOnlyError
+from concordkv_mp.io.fs import DEFAULT_FS
+
+# A leader stops adding followers' writes to its group past this many bytes, so one
+# huge group cannot hold everyone's acknowledgement hostage.
+MAX_GROUP_BYTES = 1 << 20
+_MISSING = object()
+_NO_LOCK = nullcontext()
+
+
+class _Writer:
+    """One caller's write waiting in the queue."""
+
+    __slots__ = ("pairs", "prepare", "force_freeze", "result", "error", "done", "cv")
+
+    def __init__(self, pairs, prepare=None, force_freeze=False):
+        self.pairs = pairs  # [(key, value | None)] or None when `prepare` decides
+        self.prepare = prepare  # lookup -> (pairs, result), run by the leader
+        self.force_freeze = force_freeze
+        self.result = None
+        self.error = None
+        self.done = False
+        self.cv = None  # created only if this writer has to wait
+
+
+class _ManualCompaction:
+    __slots__ = ("level", "target", "done")
+
+    def __init__(self, target: int):
+        self.level = 0
+        self.target = target
+        self.done = False
+
+
+class LSMEngine:
+    name = "lsm"
+
+    def __init__(self, directory: str, options, fs=DEFAULT_FS):
+        fs.make_dirs(directory)
+        self._lock_file = fs.lock(os.path.join(directory, "LOCK"))
+        try:
+            recovered = recover(fs, directory, options)
+            self._fs = fs
+            self._dir = directory
+            self._options = options
+            self._always_sync = options.fsync == "always"
+            state = recovered.manifest
+            self.recovery = {
+                "replayed_records": recovered.replayed_records,
+                "torn_tail": recovered.torn_tail,
+                "stopped_at": str(recovered.stopped_at) if recovered.stopped_at else None,
+            }
+            self._mutex = threading.Lock()
+            self._work_cv = threading.Condition(self._mutex)
+            self._wal_sync_lock = threading.Lock()
+            self._writers: deque[_Writer] = deque()
+            self._block_cache = BlockCache(options.cache_size, options.cache_policy)
+            self._tables = TableCache(fs, directory, self._block_cache)
+            self._versions = VersionSet()
+            self._version = self._versions.track(Version(state.levels, self._tables))
+            self._last_seq = state.last_sequence
+            self._next_file_number = state.next_file_number
+            self._log_number = state.log_number
+            self._wal = WalWriter.create(fs, os.path.join(directory, wal_name(state.log_number)))
+            fs.sync_dir(directory)
+            self._wal_synced_size = self._wal.size
+            self._mem = MemTable(state.log_number)
+            self._imms: list[MemTable] = []  # newest first
+            self._snapshots: dict[int, int] = {}  # handle id -> sequence number
+            self._snapshot_ids = itertools.count()
+            self._compact_pointers: dict[int, bytes] = {}
+            self._obsolete: set[int] = set()
+            self._manual: _ManualCompaction | None = None
+            self._bg_error: BaseException | None = None
+            self._closing = False
+            self._closed = False
+            self._counters = dict.fromkeys(
+                ("flushes", "compactions", "trivial_moves", "write_stalls", "flush_bytes", "compaction_bytes",
+                 "wal_bytes_retired", "user_bytes", "write_groups", "writes"),
+                0,
+            )
+        except BaseException:
+            self._lock_file.release()
+            raise
+        self._bg_thread = threading.Thread(target=self._background_loop, name="ckv-lsm-background", daemon=True)
+        self._bg_thread.start()
+        self._stop_sync = threading.Event()
+        self._sync_thread = None
+        if options.fsync == "everysec":
+            self._sync_thread = threading.Thread(target=self._sync_loop, name="ckv-lsm-wal-sync", daemon=True)
+            self._sync_thread.start()
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, key: bytes) -> bytes | None:
+        if self._closed:
+            raise ClosedError("the database is closed")
+        return self._get_latest(key)
+
+    def scan(self, start: bytes | None, end: bytes | None, reverse: bool):
+        """Iterator of (key, value) in [start, end) at the state of this call."""
+        handle = _SnapshotHandle()
+        with self._mutex:
+            self._check_open()
+            snapshot = self._last_seq
+            handle_id = next(self._snapshot_ids)
+            self._snapshots[handle_id] = snapshot
+            mem, imms, version = self._mem, self._imms, self._version
+        # Released when the iterator is exhausted, closed or garbage-collected, even
+        # if it is never started.
+        weakref.finalize(handle, self._snapshots.pop, handle_id, None)
+        return self._iterate(handle, snapshot, mem, imms, version, start, end, reverse)
+
+    def _iterate(self, handle, snapshot, mem, imms, version, start, end, reverse):
+        # `handle` is unused but must stay referenced by this generator's frame: its
+        # lifetime is the snapshot's.
+        seek = end if reverse else start
+        sources = [memtable_source(mem, self._mutex, seek, reverse, snapshot)]
+        sources += [memtable_source(imm, _NO_LOCK, seek, reverse, snapshot) for imm in imms]
+        sources += version.sources(seek, reverse)
+        for item in visible_items(merge_sources(sources, reverse), snapshot, start, end, reverse):
+            if self._closed:
+                raise ClosedError("the database was closed during the scan")
+            yield item
+
+    def count(self) -> int:
+        """Live keys, counted by a snapshot scan: O(n), documented in the README."""
+        return sum(1 for _ in self.scan(None, None, False))
+
+    # ----------------------------------------------------------------- writes
+
+    def write(self, pairs) -> None:
+        """Apply [(key, value | None)] atomically; None deletes. Keys may repeat (last wins)."""
+        self._commit(_Writer(pairs))
+
+    def update_existing(self, key: bytes, value: bytes) -> bool:
+        def prepare(lookup):
+            if lookup(key) is None:
+                return [], False
+            return [(key, value)], True
+
+        return self._commit(_Writer(None, prepare))
+
+    def delete_existing(self, keys) -> int:
+        """Delete those of `keys` that exist, atomically; return how many did."""
+
+        def prepare(lookup):
+            present = [key for key in dict.fromkeys(keys) if lookup(key) is not None]
+            return [(key, None) for key in present], len(present)
+
+        return self._commit(_Writer(None, prepare))
+
+    def _commit(self, writer: _Writer):
+        with self._mutex:
+            self._check_open()
+            if self._bg_error is not None:
+                raise ReadOnlyError(f"the database is read-only after an I/O failure: {self._bg_error}")
+            self._writers.append(writer)
+            while not writer.done and self._writers[0] is not writer:
+                if writer.cv is None:
+                    writer.cv = threading.Condition(self._mutex)
+                writer.cv.wait()
+            if not writer.done:
+                self._lead_group(writer)
+            if writer.error is not None:
+                raise writer.error
+            return writer.result
+
+    def _lead_group(self, leader: _Writer) -> None:
+        """Run by the writer at the head of the queue, holding the mutex."""
+        group = [leader]
+        try:
+            self._make_room_for_write(leader.force_freeze)
+            group, pairs = self._gather_group()
+            if pairs:
+                self._write_group_to_wal_and_memtable(pairs)
+        except BaseException as exc:
+            for writer in group:
+                writer.error = exc
+        for writer in group:
+            self._writers.popleft()
+            writer.done = True
+            if writer.cv is not None and writer is not leader:
+                writer.cv.notify()
+        if self._writers and self._writers[0].cv is not None:
+            self._writers[0].cv.notify()
+
+    def _gather_group(self):
+        group: list[_Writer] = []
+        pairs: list = []
+        overlay: dict = {}
+
+        def lookup(key):
+            value = overlay.get(key, _MISSING)
+            return self._get_latest(key) if value is _MISSING else value
+
+        size = 0
+        for writer in self._writers:
+            if group and (size > MAX_GROUP_BYTES or writer.force_freeze):
+                break
+            if writer.prepare is not None:
+                writer_pairs, writer.result = writer.prepare(lookup)
+            else:
+                writer_pairs = writer.pairs
+            if len(self._writers) > 1:
+                overlay.update(writer_pairs)
+            for key, value in writer_pairs:
+                size += len(key) + (len(value) if value is not None else 0)
+            pairs.extend(writer_pairs)
+            group.append(writer)
+        self._counters["user_bytes"] += size
+        return group, pairs
+
+    def _write_group_to_wal_and_memtable(self, pairs) -> None:
+        first_seq = self._last_seq + 1
+        payload = encode_batch(first_seq, pairs)
+        wal = self._wal
+        self._mutex.release()
+        try:
+            wal.add_record(payload)
+            if self._always_sync:
+                wal.sync()
+        except BaseException as exc:
+            failure = exc
+        else:
+            failure = None
+        finally:
+            self._mutex.acquire()
+        if failure is not None:
+            self._set_bg_error(failure)
+            raise failure
+        newest_snapshot = max(self._snapshots.values()) if self._snapshots else None
+        self._mem.apply(first_seq, pairs, newest_snapshot)
+        self._last_seq = first_seq + len(pairs) - 1
+        self._counters["write_groups"] += 1
+        self._counters["writes"] += len(pairs)
+
+    def _get_latest(self, key: bytes):
+        """Lock-free point read of the newest version (see the module docstring)."""
+        entry = self._mem.get(key)
+        if entry is not None:
+            return entry[1]
+        for imm in self._imms:
+            entry = imm.get(key)
+            if entry is not None:
+                return entry[1]
+        found = self._version.get(key)
+        return found[1] if found is not None else None
+
+    def _make_room_for_write(self, force_freeze: bool) -> None:
+        options = self._options
+        while True:
+            if self._bg_error is not None:
+                raise ReadOnlyError(f"the database is read-only after an I/O failure: {self._bg_error}")
+            if self._closing:
+                raise ClosedError("the database is closing")
+            if len(self._version.levels[0]) >= options.l0_stop_writes_trigger:
+                self._counters["write_stalls"] += 1
+                self._work_cv.wait()
+            elif force_freeze and len(self._mem) == 0:
+                return
+            elif not force_freeze and self._mem.approximate_bytes < options.memtable_size:
+                return
+            elif len(self._imms) >= options.max_immutable_memtables:
+                self._counters["write_stalls"] += 1
+                self._work_cv.wait()
+            else:
+                self._freeze_memtable()
+                return
+
+    def _freeze_memtable(self) -> None:
+        """Switch to a fresh MemTable and WAL; the old pair waits for the flush."""
+        number = self._allocate_file_number()
+        try:
+            new_wal = WalWriter.create(self._fs, os.path.join(self._dir, wal_name(number)))
+            self._fs.sync_dir(self._dir)
+            with self._wal_sync_lock:
+                old_wal = self._wal
+                # Recovery treats a torn record in any WAL but the newest as damage,
+                # so a WAL is complete on disk before a newer one receives writes.
+                old_wal.sync()
+                old_wal.close()
+                self._counters["wal_bytes_retired"] += old_wal.size
+                self._wal = new_wal
+                self._wal_synced_size = new_wal.size
+        except BaseException as exc:
+            self._set_bg_error(exc)
+            raise
+        frozen = self._mem
+        frozen.frozen = True
+        # Publish in this order: lock-free readers look at _mem before _imms.
+        self._imms = [frozen] + self._imms
+        self._mem = MemTable(number)
+        self._work_cv.notify_all()
+
+    def _allocate_file_number(self) -> int:
+        number = self._next_file_number
+        self._next_file_number += 1
+        return number
+
+    def _set_bg_error(self, exc: BaseException) -> None:
+        if self._bg_error is None:
+            self._bg_error = exc
+        self._work_cv.notify_all()
+
+    def _check_open(self) -> None:
+        if self._closed or self._closing:
+            raise ClosedError("the database is closed")
+
+    # ---------------------------------------------------- flush and compaction
+
+    def flush(self) -> None:
+        """Write every MemTable out to L0 SSTables and wait until that is durable."""
+        self._commit(_Writer([], force_freeze=True))
+        with self._mutex:
+            while self._imms and self._bg_error is None:
+                self._work_cv.wait()
+            self._raise_bg_error()
+
+    def compact(self) -> None:
+        """Flush, then compact every level into the deepest one that holds data."""
+        self.flush()
+        with self._mutex:
+            levels = self._version.levels
+            deepest = max((level for level in range(NUM_LEVELS) if levels[level]), default=0)
+            manual = _ManualCompaction(target=max(1, deepest))
+            self._manual = manual
+            self._work_cv.notify_all()
+            while not manual.done and self._bg_error is None and not self._closing:
+                self._work_cv.wait()
+            self._raise_bg_error()
+
+    def _raise_bg_error(self) -> None:
+        if self._bg_error is not None:
+            raise ReadOnlyError(f"the database is read-only after an I/O failure: {self._bg_error}")
+
+    def _background_loop(self) -> None:
+        with self._mutex:
+            while True:
+                job = self._next_job()
+                if job is None:
+                    if self._closing:
+                        return
+                    self._work_cv.wait()
+                    continue
+                try:
+                    job()
+                    self._delete_obsolete_files()
+                except BaseException as exc:  # fail-stop: see the module docstring
+                    self._set_bg_error(exc)
+                self._work_cv.notify_all()
+
+    def _next_job(self):
+        if self._bg_error is not None or self._closing:
+            return None
+        if self._imms:
+            return self._flush_oldest_memtable
+        if self._manual is not None:
+            return self._manual_compaction_step
+        task = pick_compaction(self._version.levels, self._options, self._smallest_snapshot(), self._compact_pointers)
+        if task is None:
+            return None
+        return lambda: self._run_compaction_task(task)
+
+    def _smallest_snapshot(self) -> int:
+        return min(self._snapshots.values(), default=self._last_seq)
+
+    def _flush_oldest_memtable(self) -> None:
+        imm = self._imms[-1]
+        number = self._allocate_file_number()
+        self._mutex.release()
+        try:
+            meta = write_flush(self._fs, self._dir, imm.entries(), number, self._options)
+        finally:
+            self._mutex.acquire()
+        levels = [list(level) for level in self._version.levels]
+        if meta is not None:
+            levels[0].insert(0, meta)
+            self._counters["flush_bytes"] += meta.size
+        remaining = self._imms[:-1]
+        log_number = remaining[-1].wal_number if remaining else self._mem.wal_number
+        self._install(levels, log_number)
+        # After the Version: lock-free readers look at _imms before _version.
+        self._imms = remaining
+        self._counters["flushes"] += 1
+        self._fs.remove(os.path.join(self._dir, wal_name(imm.wal_number)))
+
+    def _manual_compaction_step(self) -> None:
+        manual = self._manual
+        levels = self._version.levels
+        while manual.level < manual.target and not levels[manual.level]:
+            manual.level += 1
+        if manual.level >= manual.target:
+            manual.done = True
+            self._manual = None
+            return
+        task = pick_level_compaction(levels, manual.level, self._smallest_snapshot())
+        self._run_compaction_task(task)
+        manual.level += 1
+
+    def _run_compaction_task(self, task) -> None:
+        levels = [list(level) for level in self._version.levels]
+        if task.trivial_move:
+            self._counters["trivial_moves"] += 1
+            outputs = task.inputs
+        else:
+            task.output_numbers = [self._allocate_file_number() for _ in range(output_numbers_needed(task, self._options))]
+            self._mutex.release()
+            try:
+                outputs = run_compaction(self._fs, self._dir, task, self._options)
+            finally:
+                self._mutex.acquire()
+            self._counters["compactions"] += 1
+            self._counters["compaction_bytes"] += sum(f.size for f in outputs)
+            self._obsolete.update(f.number for f in task.all_inputs())
+        removed = {f.number for f in task.all_inputs()}
+        levels[task.level] = [f for f in levels[task.level] if f.number not in removed]
+        below = [f for f in levels[task.output_level] if f.number not in removed] + list(outputs)
+        levels[task.output_level] = sorted(below, key=lambda f: f.smallest)
+        self._install(levels, self._log_number)
+        if task.level > 0:
+            self._compact_pointers[task.level] = max(f.largest for f in task.inputs)
+
+    def _install(self, levels, log_number: int) -> None:
+        """Make `levels` the current Version: manifest first, then memory."""
+        state = ManifestState(
+            next_file_number=self._next_file_number,
+            last_sequence=self._last_seq,
+            log_number=log_number,
+            levels=levels,
+        )
+        write_manifest(self._fs, self._dir, state)
+        self._log_number = log_number
+        self._version = self._versions.track(Version(levels, self._tables))
+
+    def _delete_obsolete_files(self) -> None:
+        """Remove replaced SSTables that no Version still referenced can read."""
+        if not self._obsolete:
+            return
+        deletable = self._obsolete - self._versions.live_file_numbers()
+        for number in deletable:
+            self._tables.evict(number)
+            self._fs.remove(os.path.join(self._dir, sstable_name(number)))
+        self._obsolete -= deletable
+
+    # ------------------------------------------------------------- everysec
+
+    def _sync_loop(self) -> None:
+        while not self._stop_sync.wait(1.0):
+            try:
+                self._sync_wal()
+            except BaseException as exc:
+                with self._mutex:
+                    self._set_bg_error(exc)
+                return
+
+    def _sync_wal(self) -> None:
+        # Under the lock `_wal` is never a closed file: rotation swaps it under the
+        # same lock, and close() stops this thread before closing the WAL.
+        with self._wal_sync_lock:
+            wal = self._wal
+            size = wal.size
+            if size == self._wal_synced_size:
+                return
+            wal.sync()
+            self._wal_synced_size = size
+
+    # ---------------------------------------------------------------- close
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._closed or self._closing:
+                return
+            self._closing = True
+            self._work_cv.notify_all()
+        self._bg_thread.join()
+        self._stop_sync.set()
+        if self._sync_thread is not None:
+            self._sync_thread.join()
+        try:
+            with self._wal_sync_lock:
+                try:
+                    if self._bg_error is None:
+                        self._wal.sync()
+                finally:
+                    self._wal.close()
+            with self._mutex:
+                self._delete_obsolete_files()
+        finally:
+            self._closed = True
+            self._tables.close()
+            self._lock_file.release()
+
+    # ---------------------------------------------------------------- stats
+
+    def stats(self) -> dict:
+        with self._mutex:
+            levels = self._version.levels
+            memtables = [self._mem] + self._imms
+            counters = dict(self._counters)
+            wal_bytes = counters["wal_bytes_retired"] + self._wal.size
+            written = wal_bytes + counters["flush_bytes"] + counters["compaction_bytes"]
+            return {
+                "engine": self.name,
+                "fsync": self._options.fsync,
+                "sequence": self._last_seq,
+                "memtable_bytes": sum(m.approximate_bytes for m in memtables),
+                "memtable_entries": sum(len(m) for m in memtables),
+                "immutable_memtables": len(self._imms),
+                "files_per_level": [len(level) for level in levels],
+                "bytes_per_level": [sum(f.size for f in level) for level in levels],
+                "compaction_scores": [round(s, 3) for s in compaction_scores(levels, self._options)],
+                "flushes": counters["flushes"],
+                "compactions": counters["compactions"],
+                "trivial_moves": counters["trivial_moves"],
+                "write_stalls": counters["write_stalls"],
+                "writes": counters["writes"],
+                "write_groups": counters["write_groups"],
+                "bytes_written": {
+                    "wal": wal_bytes,
+                    "flush": counters["flush_bytes"],
+                    "compaction": counters["compaction_bytes"],
+                },
+                "user_bytes_written": counters["user_bytes"],
+                "write_amplification": round(written / counters["user_bytes"], 3) if counters["user_bytes"] else 0.0,
+                "live_snapshots": len(self._snapshots),
+                "obsolete_files_pending": len(self._obsolete),
+                "block_cache": self._block_cache.stats(),
+                "read_only": self._bg_error is not None,
+                "background_error": str(self._bg_error) if self._bg_error is not None else None,
+                "recovery": dict(self.recovery),
+            }
+
+
+class _SnapshotHandle:
+    """Lives exactly as long as a scan iterator; its finalizer releases the snapshot."""
+
+    __slots__ = ("__weakref__",)

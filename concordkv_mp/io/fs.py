@@ -1,0 +1,182 @@
+"""The file-system seam: every byte the storage engines read or write goes through here.
+
+`FileSystem` is deliberately small so that tests can replace it with a fault-injecting
+version (drop what was not fsynced, fail the Nth write/fsync/rename), the way LevelDB's
+`Env` is replaced in its fault-injection test. Engines must never call `open`, `os.*`
+or `mmap` on data files directly. This module knows nothing of file formats.
+
+OS errors are re-raised as `StorageIOError` so callers can tell an I/O failure from a
+bug; the original `errno` is kept.
+"""
+
+from __future__ import annotations
+
+import errno as errno_module
+import fcntl
+import mmap
+import os
+from contextlib import contextmanager
+
+from concordkv_mp.errors import DatabaseLockedError, StorageIOError
+
+
+@contextmanager
+def _as_storage_error(what: str, path: str):
+    try:
+        yield
+    except StorageIOError:
+        raise
+    except OSError as exc:
+        raise StorageIOError(exc.errno, f"{what} {path}: {exc.strerror or exc}") from exc
+
+
+class WritableFile:
+    """An append-only file opened for writing; `size` is the number of bytes appended."""
+
+    def __init__(self, fd: int, path: str, size: int = 0):
+        self._fd = fd
+        self.path = path
+        self.size = size
+
+    def append(self, data) -> None:
+        view = memoryview(data)
+        with _as_storage_error("write", self.path):
+            while view:
+                written = os.write(self._fd, view)
+                self.size += written
+                view = view[written:]
+
+    def sync(self) -> None:
+        # fdatasync is enough: it also flushes the size change of an append.
+        with _as_storage_error("fsync", self.path):
+            os.fdatasync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            with _as_storage_error("close", self.path):
+                os.close(fd)
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+
+class FileLock:
+    """An exclusive advisory lock on a file, released on `release()` or process death."""
+
+    def __init__(self, fd: int, path: str):
+        self._fd = fd
+        self.path = path
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+class FileSystem:
+    """The real file system. Subclass and override to inject faults in tests."""
+
+    def create(self, path: str) -> WritableFile:
+        """Create (or truncate) `path` for appending."""
+        with _as_storage_error("create", path):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        return WritableFile(fd, path)
+
+    def open_append(self, path: str) -> WritableFile:
+        """Open an existing file to append at its end."""
+        with _as_storage_error("open", path):
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            size = os.fstat(fd).st_size
+        return WritableFile(fd, path, size)
+
+    def read(self, path: str) -> bytes:
+        with _as_storage_error("read", path):
+            with open(path, "rb") as f:
+                return f.read()
+
+    def map(self, path: str):
+        """Map `path` read-only; returns an `mmap` (or `b""` for an empty file).
+
+        The mapping stays valid after the file is unlinked, which is what lets a
+        reader finish with a file that compaction has made obsolete.
+        """
+        with _as_storage_error("mmap", path):
+            with open(path, "rb") as f:
+                if os.fstat(f.fileno()).st_size == 0:
+                    return b""
+                return mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+
+    def rename(self, src: str, dst: str) -> None:
+        """Atomically replace `dst` with `src` (durable once the directory is synced)."""
+        with _as_storage_error("rename", src):
+            os.replace(src, dst)
+
+    def remove(self, path: str) -> None:
+        with _as_storage_error("remove", path):
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass
+
+    def truncate(self, path: str, size: int) -> None:
+        with _as_storage_error("truncate", path):
+            os.truncate(path, size)
+
+    def listdir(self, path: str) -> list[str]:
+        with _as_storage_error("list", path):
+            return sorted(os.listdir(path))
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def size(self, path: str) -> int:
+        with _as_storage_error("stat", path):
+            return os.path.getsize(path)
+
+    def make_dirs(self, path: str) -> None:
+        with _as_storage_error("mkdir", path):
+            os.makedirs(path, exist_ok=True)
+
+    def sync_dir(self, path: str) -> None:
+        """fsync a directory so that creations, renames and removals in it are durable."""
+        with _as_storage_error("fsync", path):
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def lock(self, path: str) -> FileLock:
+        """Take an exclusive lock on `path` or raise `DatabaseLockedError`."""
+        with _as_storage_error("lock", path):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno_module.EWOULDBLOCK, errno_module.EAGAIN):
+                raise DatabaseLockedError(f"{path} is locked: the database is already open") from exc
+            raise StorageIOError(exc.errno, f"lock {path}: {exc.strerror}") from exc
+        return FileLock(fd, path)
+
+
+def write_file_atomically(fs: FileSystem, path: str, data: bytes) -> None:
+    """Replace `path` with `data` so that a crash leaves either the old or the new file.
+
+    Write a temporary sibling, fsync it, rename it over `path`, fsync the directory.
+    """
+    tmp = path + ".tmp"
+    f = fs.create(tmp)
+    try:
+        f.append(data)
+        f.sync()
+    finally:
+        f.close()
+    fs.rename(tmp, path)
+    fs.sync_dir(os.path.dirname(path) or ".")
+
+
+DEFAULT_FS = FileSystem()
