@@ -771,9 +771,13 @@ def report(run: dict, markdown: bool) -> str:
         out.append(f"{ours} write amplification after compaction: {st.get('write_amplification', 'n/a')} "
                    "(bytes written to SSTables + WAL / user bytes)")
         out.append(f"{ours} bytes per level: {st.get('bytes_per_level', 'n/a')}")
+        hits = misses = 0  # counters start at the cold reopen
         for phase in ("get_cold", "get_warm"):
-            cache = (results[ours][f"stats_after_{phase}"] or {}).get("block_cache")
-            out.append(f"{ours} block cache after {phase}: {cache}")
+            cache = results[ours][f"stats_after_{phase}"]["block_cache"]
+            h, m = cache["hits"] - hits, cache["misses"] - misses
+            hits, misses = cache["hits"], cache["misses"]
+            out.append(f"{ours} block cache during {phase}: {h:,} hits, {m:,} misses "
+                       f"({100 * h / max(1, h + m):.1f}% hits), {cache['size_bytes'] / MiB:.1f} MiB cached")
 
     mt = run.get("memtable")
     if mt:

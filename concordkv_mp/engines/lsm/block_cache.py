@@ -50,6 +50,9 @@ class _LRU:
     def evict(self) -> int:
         return self._entries.popitem(last=False)[1][1]
 
+    def charges(self) -> list[int]:
+        return [charge for _, charge in self._entries.values()]
+
 
 class _FIFO(_LRU):
     """Insertion order only: a hit does not reorder. (A plain dict would do, except that
@@ -120,6 +123,12 @@ class _LFU:
             del self._by_count[self._min_count]
         return self._entries.pop(key)[1]
 
+    def charges(self) -> list[int]:
+        bucketed = {key: count for count, bucket in self._by_count.items() for key in bucket}
+        assert all(bucket for bucket in self._by_count.values()), "empty LFU bucket kept"
+        assert bucketed == {key: entry[2] for key, entry in self._entries.items()}, "LFU buckets disagree"
+        return [entry[1] for entry in self._entries.values()]
+
 
 class _Random:
     """Uniform random victim: keys in a list (swap-remove) plus a key -> slot map."""
@@ -153,6 +162,11 @@ class _Random:
 
     def evict(self) -> int:
         return self.remove(self._keys[self._random.randrange(len(self._keys))])
+
+    def charges(self) -> list[int]:
+        assert len(self._keys) == len(self._entries), "random-policy key list out of sync"
+        assert all(self._entries[key][2] == slot for slot, key in enumerate(self._keys)), "bad slots"
+        return [entry[1] for entry in self._entries.values()]
 
 
 _POLICY_CLASSES = {"lru": _LRU, "lfu": _LFU, "fifo": _FIFO, "random": _Random}
@@ -202,6 +216,14 @@ class BlockCache:
         with self._lock:
             for key in keys:
                 self._size -= self._policy.remove(key)
+
+    def for_testing_check(self) -> None:
+        """Assert the invariants: charges add up to size_bytes, which is within capacity."""
+        with self._lock:
+            charges = self._policy.charges()
+            assert sum(charges) == self._size, f"size {self._size} != sum of charges {sum(charges)}"
+            assert self._size <= self.capacity_bytes, f"size {self._size} over capacity {self.capacity_bytes}"
+            assert len(charges) == len(self._policy)
 
     def stats(self) -> dict:
         with self._lock:
