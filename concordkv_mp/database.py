@@ -84,10 +84,18 @@ class Database:
     # ----------------------------------------------------------- operations
 
     def get(self, key) -> bytes | None:
-        return self._engine.get(self._key(key))
+        if type(key) is not bytes or not 0 < len(key) <= self._max_key:
+            key = self._key(key)
+        return self._engine.get(key)
 
     def set(self, key, value) -> None:
-        self._engine.write([(self._key(key), self._value(value))])
+        # The checks inline for the common case (bytes of valid sizes): set() is the
+        # hottest call there is.
+        if type(key) is not bytes or not 0 < len(key) <= self._max_key:
+            key = self._key(key)
+        if type(value) is not bytes or len(value) > self._max_value:
+            value = self._value(value)
+        self._engine.write([(key, value)])
 
     def delete(self, key) -> bool:
         """Delete `key`; True if it existed."""

@@ -9,12 +9,13 @@ import concordkv_mp
 from concordkv_mp.errors import ClosedError
 
 # The smallest sizes the options allow, so that a few hundred writes already fill the
-# MemTable, flush several L0 files, and push compactions into L1 and below.
+# MemTable, flush several L0 files, and push compactions into L1, L2 and below.
 TINY_LSM_OPTIONS = {
     "engine": "lsm",
     "memtable_size": 4096,
     "l0_compaction_trigger": 2,
     "level_base_size": 8192,
+    "level_size_ratio": 2,
     "target_file_size": 4096,
     "block_size": 256,
 }

@@ -83,7 +83,10 @@ def kill_session(pid: int) -> None:
 def run_child(db_path, log_path, err_path, seed, first_counter, options, rng, where) -> int:
     """Start a child, SIGKILL it (only it) at a random moment, and return its pid, which
     is also the id of its session."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+    # The child imports concordkv_mp the way this process did (PYTHONPATH first, then the
+    # repository root, as for an uninstalled checkout).
+    python_path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p] + [str(REPO_ROOT)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(python_path))
     with open(err_path, "wb") as err:
         child = subprocess.Popen(
             [sys.executable, str(CHILD), str(db_path), str(log_path), str(seed), str(first_counter), json.dumps(options)],

@@ -16,6 +16,7 @@ stats()["files_per_level"]) and that a scan's snapshot is taken when scan() is c
 from __future__ import annotations
 
 import itertools
+import random
 import shutil
 import time
 
@@ -34,7 +35,7 @@ bounds = st.none() | keys
 prefixes = st.none() | st.lists(st.sampled_from(SYMBOLS), min_size=1, max_size=2).map(b"".join)
 # A value is made by the machine from a size: empty values (which must not read as missing),
 # short ones, and big ones that fill a 4 KiB MemTable in a handful of writes.
-value_sizes = st.sampled_from([0]) | st.integers(1, 16) | st.integers(200, 900)
+value_sizes = st.sampled_from([0]) | st.integers(1, 16) | st.integers(500, 2500)
 # The forms a key may be passed in; str only when the key is valid UTF-8.
 key_forms = st.sampled_from(["bytes", "bytearray", "memoryview", "str"])
 
@@ -84,9 +85,12 @@ class LsmModelMachine(RuleBasedStateMachine):
         # Unique per write, so a stale version can never pass for the current one.
         if size == 0:
             return b""
+        # Half of the values are incompressible, or LZ4 would shrink every table to a few
+        # bytes and the data would never leave L0/L1.
         self.counter += 1
         stamp = b"v%d." % self.counter
-        return (stamp + b"x" * size)[: max(size, len(stamp))]
+        filler = random.Random(self.counter).randbytes(size) if self.counter % 2 else b"x" * size
+        return (stamp + filler)[: max(size, len(stamp))]
 
     # -- writes -----------------------------------------------------------------------
 
@@ -95,6 +99,15 @@ class LsmModelMachine(RuleBasedStateMachine):
         value = self.make_value(size)
         self.db.set(as_form(key, form), value)
         self.model[key] = value
+
+    @rule(batch=st.lists(st.tuples(keys, st.integers(500, 2500)), min_size=5, max_size=30))
+    def set_many(self, batch):
+        # Enough bytes for several MemTable flushes in one step, so that compactions into
+        # L1 and deeper happen within a short sequence.
+        for key, size in batch:
+            value = self.make_value(size)
+            self.db.set(key, value)
+            self.model[key] = value
 
     @rule(key=keys, form=key_forms)
     def delete(self, key, form):

@@ -38,18 +38,28 @@ class WritableFile:
         self.path = path
         self.size = size
 
+    # append() and sync() are on every write's path: plain try/except, because a
+    # generator-based context manager would cost more than the write(2) itself.
+
     def append(self, data) -> None:
-        view = memoryview(data)
-        with _as_storage_error("write", self.path):
-            while view:
-                written = os.write(self._fd, view)
-                self.size += written
-                view = view[written:]
+        try:
+            written = os.write(self._fd, data)
+            self.size += written
+            if written != len(data):
+                view = memoryview(data)[written:]
+                while view:
+                    written = os.write(self._fd, view)
+                    self.size += written
+                    view = view[written:]
+        except OSError as exc:
+            raise StorageIOError(exc.errno, f"write {self.path}: {exc.strerror or exc}") from exc
 
     def sync(self) -> None:
         # fdatasync is enough: it also flushes the size change of an append.
-        with _as_storage_error("fsync", self.path):
+        try:
             os.fdatasync(self._fd)
+        except OSError as exc:
+            raise StorageIOError(exc.errno, f"fsync {self.path}: {exc.strerror or exc}") from exc
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -32,6 +32,10 @@ def probe_count(bits_per_key: int) -> int:
     return max(1, min(MAX_PROBES, round(bits_per_key * math.log(2))))
 
 
+def _bit_array_bytes(keys: int, bits_per_key: int) -> int:
+    return (max(MIN_BITS, keys * bits_per_key) + 7) // 8
+
+
 def _hashes(keys) -> tuple[np.ndarray, np.ndarray]:
     n = len(keys)
     h = np.fromiter(map(_crc32, keys), dtype=np.uint64, count=n)
@@ -55,15 +59,14 @@ class BloomFilterBuilder:
     def estimated_size(self) -> int:
         if not self._bits_per_key or not self._keys:
             return 0
-        return max(MIN_BITS, len(self._keys) * self._bits_per_key) // 8 + 1
+        return _bit_array_bytes(len(self._keys), self._bits_per_key) + 1
 
     def finish(self) -> bytes:
         """The filter payload; empty when filtering is off (bits_per_key 0) or no keys."""
         keys = self._keys
         if not self._bits_per_key or not keys:
             return b""
-        nbytes = (max(MIN_BITS, len(keys) * self._bits_per_key) + 7) // 8
-        nbits = nbytes * 8
+        nbits = _bit_array_bytes(len(keys), self._bits_per_key) * 8
         k = probe_count(self._bits_per_key)
         h, d = _hashes(keys)
         # Setting bits through a bool array and packbits is one vectorised pass per

@@ -125,7 +125,7 @@ class LSMEngine:
             self._closed = False
             self._counters = dict.fromkeys(
                 ("flushes", "compactions", "trivial_moves", "write_stalls", "flush_bytes", "compaction_bytes",
-                 "wal_bytes_retired", "user_bytes", "write_groups", "writes"),
+                 "wal_bytes_retired", "logical_bytes", "write_groups", "writes"),
                 0,
             )
         except BaseException:
@@ -180,6 +180,19 @@ class LSMEngine:
 
     def write(self, pairs) -> None:
         """Apply [(key, value | None)] atomically; None deletes. Keys may repeat (last wins)."""
+        with self._mutex:
+            if (
+                not self._writers
+                and not self._always_sync
+                and self._mem.approximate_bytes < self._options.memtable_size
+                and self._bg_error is None
+                and not self._closing
+                and not self._closed
+            ):
+                # Nobody else is writing and there is room: no group to form, and the
+                # write(2) to the page cache is done holding the mutex.
+                self._write_group_to_wal_and_memtable(pairs)
+                return
         self._commit(_Writer(pairs))
 
     def update_existing(self, key: bytes, value: bytes) -> bool:
@@ -201,11 +214,13 @@ class LSMEngine:
 
     def _commit(self, writer: _Writer):
         with self._mutex:
-            self._check_open()
+            if self._closing or self._closed:
+                raise ClosedError("the database is closed")
             if self._bg_error is not None:
                 raise ReadOnlyError(f"the database is read-only after an I/O failure: {self._bg_error}")
-            self._writers.append(writer)
-            while not writer.done and self._writers[0] is not writer:
+            writers = self._writers
+            writers.append(writer)
+            while not writer.done and writers[0] is not writer:
                 if writer.cv is None:
                     writer.cv = threading.Condition(self._mutex)
                 writer.cv.wait()
@@ -217,24 +232,34 @@ class LSMEngine:
 
     def _lead_group(self, leader: _Writer) -> None:
         """Run by the writer at the head of the queue, holding the mutex."""
-        group = [leader]
+        group = (leader,)
         try:
-            self._make_room_for_write(leader.force_freeze)
-            group, pairs = self._gather_group()
+            if (
+                leader.force_freeze
+                or self._mem.approximate_bytes >= self._options.memtable_size
+                or len(self._version.levels[0]) >= self._options.l0_stop_writes_trigger
+            ):
+                self._make_room_for_write(leader.force_freeze)
+            if len(self._writers) == 1 and leader.prepare is None:
+                pairs = leader.pairs  # the common, uncontended case
+            else:
+                group, pairs = self._gather_group()
             if pairs:
                 self._write_group_to_wal_and_memtable(pairs)
         except BaseException as exc:
             for writer in group:
                 writer.error = exc
+        writers = self._writers
         for writer in group:
-            self._writers.popleft()
+            writers.popleft()
             writer.done = True
             if writer.cv is not None and writer is not leader:
                 writer.cv.notify()
-        if self._writers and self._writers[0].cv is not None:
-            self._writers[0].cv.notify()
+        if writers and writers[0].cv is not None:
+            writers[0].cv.notify()
 
     def _gather_group(self):
+        """The leader's group: queued writes up to MAX_GROUP_BYTES, conditions evaluated."""
         group: list[_Writer] = []
         pairs: list = []
         overlay: dict = {}
@@ -251,38 +276,38 @@ class LSMEngine:
                 writer_pairs, writer.result = writer.prepare(lookup)
             else:
                 writer_pairs = writer.pairs
-            if len(self._writers) > 1:
-                overlay.update(writer_pairs)
+            overlay.update(writer_pairs)
             for key, value in writer_pairs:
                 size += len(key) + (len(value) if value is not None else 0)
             pairs.extend(writer_pairs)
             group.append(writer)
-        self._counters["user_bytes"] += size
         return group, pairs
 
     def _write_group_to_wal_and_memtable(self, pairs) -> None:
         first_seq = self._last_seq + 1
         payload = encode_batch(first_seq, pairs)
         wal = self._wal
-        self._mutex.release()
         try:
-            wal.add_record(payload)
             if self._always_sync:
-                wal.sync()
+                # Let the next writers queue up during the fsync: they share the next one.
+                self._mutex.release()
+                try:
+                    wal.add_record(payload)
+                    wal.sync()
+                finally:
+                    self._mutex.acquire()
+            else:
+                wal.add_record(payload)
         except BaseException as exc:
-            failure = exc
-        else:
-            failure = None
-        finally:
-            self._mutex.acquire()
-        if failure is not None:
-            self._set_bg_error(failure)
-            raise failure
-        newest_snapshot = max(self._snapshots.values()) if self._snapshots else None
-        self._mem.apply(first_seq, pairs, newest_snapshot)
+            self._set_bg_error(exc)
+            raise
+        snapshots = self._snapshots
+        self._mem.apply(first_seq, pairs, max(snapshots.values()) if snapshots else None)
         self._last_seq = first_seq + len(pairs) - 1
-        self._counters["write_groups"] += 1
-        self._counters["writes"] += len(pairs)
+        counters = self._counters
+        counters["write_groups"] += 1
+        counters["writes"] += len(pairs)
+        counters["logical_bytes"] += len(payload)
 
     def _get_latest(self, key: bytes):
         """Lock-free point read of the newest version (see the module docstring)."""
@@ -336,7 +361,7 @@ class LSMEngine:
             self._set_bg_error(exc)
             raise
         frozen = self._mem
-        frozen.frozen = True
+        frozen.freeze()
         # Publish in this order: lock-free readers look at _mem before _imms.
         self._imms = [frozen] + self._imms
         self._mem = MemTable(number)
@@ -570,8 +595,10 @@ class LSMEngine:
                     "flush": counters["flush_bytes"],
                     "compaction": counters["compaction_bytes"],
                 },
-                "user_bytes_written": counters["user_bytes"],
-                "write_amplification": round(written / counters["user_bytes"], 3) if counters["user_bytes"] else 0.0,
+                # Logical bytes: the WAL payloads (keys + values + ~8 bytes of framing per
+                # entry), counted once; amplification is everything written over that.
+                "logical_bytes_written": counters["logical_bytes"],
+                "write_amplification": round(written / counters["logical_bytes"], 3) if counters["logical_bytes"] else 0.0,
                 "live_snapshots": len(self._snapshots),
                 "obsolete_files_pending": len(self._obsolete),
                 "block_cache": self._block_cache.stats(),

@@ -1,10 +1,14 @@
 """The MemTable: the LSM engine's in-memory sorted buffer of recent writes.
 
-Owned by one engine instance; the engine holds its write mutex while calling `apply`,
-and readers call `get`/`chunk` concurrently (both are safe under the GIL because a
-reader never walks the underlying SortedDict while a writer can reshape it: `chunk`
-copies a bounded run of entries under the same mutex). Once frozen, a MemTable is
-immutable and may be iterated freely. It knows nothing of files or the WAL.
+Owned by one engine instance; the engine holds its write mutex while calling `apply`
+and `chunk` on the live table, while `get` runs lock-free (a dict lookup is atomic
+under the GIL). Once frozen, a MemTable is immutable and may be read freely. It knows
+nothing of files or the WAL.
+
+Layout: a dict `key -> entry` for point reads plus the keys in two runs, one sorted
+and one of keys inserted since, sorted only when a scan needs it. An insert costs a
+dict store and a list append — a balanced tree or SortedDict in Python costs several
+times that on the write path, which is what an LSM MemTable exists to make cheap.
 
 An entry is stored as `key -> (seq, value)`; value None is a tombstone. Older versions
 are kept only while a live snapshot may still need them, as a chain
@@ -14,18 +18,25 @@ the common case pays for one version per key.
 
 from __future__ import annotations
 
-from sortedcontainers import SortedDict
+from bisect import bisect_left, bisect_right
+from heapq import merge
 
 # Per-entry bookkeeping beyond key and value bytes, used for the size estimate that
-# triggers a freeze: SortedDict slot + tuple + seq int (measured with tracemalloc).
+# triggers a freeze: dict slot + key-list slot + tuple + seq int (measured with tracemalloc).
 ENTRY_OVERHEAD = 96
+# New keys wait in an unsorted run; a scan folds the run into the sorted keys once it
+# holds this many, so folding (O(n)) is paid once per this many inserts at most.
+PENDING_FOLD = 4096
 
 
 class MemTable:
-    __slots__ = ("_entries", "approximate_bytes", "frozen", "wal_number", "max_seq")
+    __slots__ = ("_entries", "_sorted", "_pending", "_pending_sorted", "approximate_bytes", "frozen", "wal_number", "max_seq")
 
     def __init__(self, wal_number: int):
-        self._entries = SortedDict()
+        self._entries: dict = {}
+        self._sorted: list = []  # keys in order
+        self._pending: list = []  # keys inserted since the last fold, in arrival order
+        self._pending_sorted = True
         self.approximate_bytes = 0
         self.frozen = False
         self.wal_number = wal_number  # the WAL holding this table's data
@@ -47,6 +58,8 @@ class MemTable:
             old = table.get(key)
             if old is None:
                 table[key] = (seq, value)
+                self._pending.append(key)
+                self._pending_sorted = False
                 added += len(key) + ENTRY_OVERHEAD + (len(value) if value is not None else 0)
             else:
                 if keep_versions_from is not None and old[0] <= keep_versions_from:
@@ -71,6 +84,32 @@ class MemTable:
             entry = entry[2]
         return entry
 
+    def freeze(self) -> None:
+        """Make the table immutable, with all keys in one sorted run.
+
+        Called under the engine mutex, so later lock-free readers of the frozen table
+        never race on the runs.
+        """
+        self._fold()
+        self.frozen = True
+
+    def _fold(self) -> None:
+        if self._pending:
+            # Timsort merges the sorted run with the (sorted) tail in linear time.
+            self._pending.sort()
+            self._sorted.extend(self._pending)
+            self._sorted.sort()
+            self._pending = []
+        self._pending_sorted = True
+
+    def _runs(self) -> tuple[list, list]:
+        if len(self._pending) >= PENDING_FOLD:
+            self._fold()
+        elif not self._pending_sorted:
+            self._pending.sort()
+            self._pending_sorted = True
+        return self._sorted, self._pending
+
     def chunk(self, start: bytes | None, inclusive: bool, reverse: bool, size: int) -> list:
         """Up to `size` (key, entry) pairs from `start` on, in key order (or reverse).
 
@@ -78,27 +117,30 @@ class MemTable:
         resume from the last key they saw, so concurrent writers are never observed
         mid-update.
         """
+        selected = []
+        for run in self._runs():
+            if reverse:
+                if start is None:
+                    hi = len(run)
+                else:
+                    hi = bisect_right(run, start) if inclusive else bisect_left(run, start)
+                selected.append(run[max(0, hi - size) : hi][::-1])
+            else:
+                if start is None:
+                    lo = 0
+                else:
+                    lo = bisect_left(run, start) if inclusive else bisect_right(run, start)
+                selected.append(run[lo : lo + size])
+        keys = list(merge(*selected, reverse=reverse))[:size] if selected[1] else selected[0]
         table = self._entries
-        keys = table.keys()
-        if reverse:
-            if start is None:
-                hi = len(keys)
-            else:
-                hi = table.bisect_right(start) if inclusive else table.bisect_left(start)
-            lo = max(0, hi - size)
-            selected = keys[lo:hi]
-            selected.reverse()
-        else:
-            if start is None:
-                lo = 0
-            else:
-                lo = table.bisect_left(start) if inclusive else table.bisect_right(start)
-            selected = keys[lo : lo + size]
-        return [(key, table[key]) for key in selected]
+        return [(key, table[key]) for key in keys]
 
     def entries(self):
         """All versions in table order (key asc, seq desc); for flushing a frozen table."""
-        for key, entry in self._entries.items():
+        self._fold()
+        table = self._entries
+        for key in self._sorted:
+            entry = table[key]
             while True:
                 yield key, entry[0], entry[1]
                 if len(entry) == 2:

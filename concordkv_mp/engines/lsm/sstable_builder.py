@@ -15,7 +15,6 @@ from concordkv_mp.engines.lsm.bloom import BloomFilterBuilder
 from concordkv_mp.engines.lsm.file_meta import FileMeta
 from concordkv_mp.engines.lsm.sstable_format import (
     FOOTER_SIZE,
-    FORMAT_VERSION,
     Footer,
     encode_footer,
     encode_index,
@@ -27,6 +26,8 @@ MAX_SEQ = 1 << 56
 # Approximate msgpack framing of one entry (bin headers of key and value, the seq
 # int); only used to decide when a block has reached its target size.
 _ENTRY_FRAMING = 12
+# The properties block without its two keys (names, counters, msgpack framing).
+_PROPERTIES_FRAMING = 256
 
 
 class SSTableBuilder:
@@ -104,9 +105,10 @@ class SSTableBuilder:
 
     @property
     def estimated_size(self) -> int:
-        """File size if finished now; the open block is counted uncompressed (an overestimate)."""
+        """File size if finished now, counting the open block uncompressed (within a few %)."""
         index = 12 * len(self._offsets) + self._index_key_bytes
-        return self._file.size + self._block_bytes + self._bloom.estimated_size + index + 256 + FOOTER_SIZE
+        properties = _PROPERTIES_FRAMING + len(self._smallest) + len(self._last_key or b"")
+        return self._file.size + self._block_bytes + self._bloom.estimated_size + index + properties + FOOTER_SIZE
 
     def _flush_block(self) -> None:
         if not self._keys:
@@ -154,7 +156,6 @@ class SSTableBuilder:
             "compression": self._compression,
             "block_size": self._block_size,
             "bloom_bits_per_key": self._bloom_bits_per_key,
-            "format_version": FORMAT_VERSION,
         }
         properties_offset, properties_size = self._append_meta_block(encode_properties(properties))
         footer = Footer(

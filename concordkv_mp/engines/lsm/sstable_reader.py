@@ -220,14 +220,24 @@ class SSTableReader:
             raise CorruptionError(self.path, f"data block {i} does not end with its index key")
         return block, len(payload) + DECODED_ENTRY_OVERHEAD * len(block[0])
 
+    def drop_cached_blocks(self) -> None:
+        """Remove this table's blocks from the shared cache (the table became obsolete).
+
+        Without it they would only age out, and under LFU a once-hot block never does.
+        """
+        if self._cache is not None and self._offsets is not None:
+            self._cache.erase(range(self._cache_base, self._cache_base + len(self._offsets)))
+
     def close(self) -> None:
-        """Release the map and drop this table's blocks from the cache. Idempotent."""
+        """Release the map and drop this table's blocks from the cache. Idempotent.
+
+        Iterators still running on this reader raise `ClosedError` at their next block.
+        """
         mapped = self._map
         if mapped is None:
             return
         self._map = None
-        if self._cache is not None and self._offsets is not None:
-            self._cache.erase(range(self._cache_base, self._cache_base + len(self._offsets)))
+        self.drop_cached_blocks()
         if self._bloom is not None:
             self._bloom.release()
             self._bloom = None

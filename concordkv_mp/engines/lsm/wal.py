@@ -23,14 +23,17 @@ WAL_MAGIC = b"CKVWAL"
 WAL_VERSION = 1
 _FILE_HEADER = struct.Struct("<6sH")  # magic, format version
 FILE_HEADER_SIZE = _FILE_HEADER.size
-_CRC = struct.Struct("<I")
-_LENGTH_TYPE = struct.Struct("<IB")  # payload length, record type
+_LENGTH_TYPE = struct.Struct("<IB")  # the part of the record header under the CRC
 _RECORD_HEADER = struct.Struct("<IIB")  # masked CRC32, payload length, record type
 RECORD_HEADER_SIZE = _RECORD_HEADER.size
 RECORD_BATCH = 1  # non-zero so that a zero-filled header is never a valid record
 # The type byte of a batch record followed by the first byte of its payload (msgpack's
 # fixarray of 2): what the scan for a good record after a bad one looks for.
 _BATCH_MARKER = bytes([RECORD_BATCH, 0x92])
+# Bytes the scan may checksum per byte of file before giving up: values crafted to look
+# like record headers must not make recovery quadratic.
+_SCAN_BUDGET_PER_BYTE = 8
+_UNDECIDED = -1
 _CRC_MASK_DELTA = 0xA282EAD8
 
 RECOVERY_MODES = ("strict", "point_in_time")
@@ -99,9 +102,9 @@ class WalWriter:
 
     def add_record(self, payload: bytes) -> None:
         # One append per record: a crash or failed write can then only tear the last record.
-        length_type = _LENGTH_TYPE.pack(len(payload), RECORD_BATCH)
-        crc = _mask(zlib.crc32(payload, zlib.crc32(length_type)))
-        self._file.append(_CRC.pack(crc) + length_type + payload)
+        length = len(payload)
+        crc = _mask(zlib.crc32(payload, zlib.crc32(_LENGTH_TYPE.pack(length, RECORD_BATCH))))
+        self._file.append(_RECORD_HEADER.pack(crc, length, RECORD_BATCH) + payload)
 
     def sync(self) -> None:
         self._file.sync()
@@ -134,26 +137,34 @@ def _record_at(view: memoryview, pos: int):
 
 
 def _valid_record_after(data: bytes, view: memoryview, bad_pos: int) -> int | None:
-    """Offset of a good record after the bad one at `bad_pos`, or None if there is none.
+    """Offset of a good record after the bad one at `bad_pos`, None if there is none, or
+    _UNDECIDED if the scan ran out of budget.
 
     Tried first where the bad record's length field points (a damaged payload or CRC), then
     at every later offset (a damaged length field). The scan jumps with `bytes.find`
     between places where a batch record's header ends, so a 4 MB torn record is searched
     in milliseconds. Only records that decode as batches count, which makes a false match
-    in user data (a WAL stored as a value, cut by a crash) even less likely.
+    in user data (a WAL stored as a value, cut by a crash) even less likely. Only user
+    data crafted to repeat plausible record headers can exhaust the checksum budget.
     """
     if len(data) - bad_pos >= RECORD_HEADER_SIZE:
         candidate = bad_pos + RECORD_HEADER_SIZE + _RECORD_HEADER.unpack_from(data, bad_pos)[1]
         if _decodes_at(view, candidate):
             return candidate
+    budget = _SCAN_BUDGET_PER_BYTE * len(data)
     marker_pos = bad_pos + RECORD_HEADER_SIZE  # where the marker of a record at bad_pos + 1 is
     while True:
         marker_pos = data.find(_BATCH_MARKER, marker_pos)
         if marker_pos < 0:
             return None
         candidate = marker_pos - (RECORD_HEADER_SIZE - 1)
-        if _decodes_at(view, candidate):
-            return candidate
+        length = _RECORD_HEADER.unpack_from(data, candidate)[1]
+        if length <= len(data) - marker_pos - 1:
+            budget -= length
+            if budget < 0:
+                return _UNDECIDED
+            if _decodes_at(view, candidate):
+                return candidate
         marker_pos += 1
 
 
@@ -211,7 +222,11 @@ def read_wal(fs, path: str, mode: str = "strict") -> WalReadResult:
             if next_good is None:
                 result.torn_tail = True
                 return result
-            error = CorruptionError(path, f"bad WAL record at offset {pos}; a valid record follows at offset {next_good}")
+            if next_good == _UNDECIDED:
+                detail = "the scan for a valid record after it gave up (values that mimic record headers?)"
+            else:
+                detail = f"a valid record follows at offset {next_good}"
+            error = CorruptionError(path, f"bad WAL record at offset {pos}; {detail}")
         else:
             try:
                 batch = decode_batch(record[0])
