@@ -441,7 +441,6 @@ STORE_CLASSES = {"concordkv": ConcordKV, "leveldb": LevelDB, "rocksdb": RocksDB,
 def run_chunks(n: int, body, budget: float) -> dict:
     """Call body(a, b) on consecutive chunks of range(n) until done or `budget` seconds
     of timed work are spent."""
-    gc.collect()
     clock = time.perf_counter
     cpu0 = time.process_time()
     per_op = []
@@ -567,16 +566,20 @@ def bench_store(store: Store, w: Workload, root: Path, budget: float, log) -> di
     out = {"phases": {}, "loadavg_1min": [os.getloadavg()[0]]}
     phases = out["phases"]
 
+    def run(name, phase, *args):
+        gc.collect()  # outside the timing: no store pays for the garbage of the one before
+        phases[name] = phase(store, *args, budget)
+
     path = root / f"{store.name}-seq"
     store.open(path)
-    phases["seq_put"] = phase_put(store, w.seq_keys, w.seq_values, budget)
+    run("seq_put", phase_put, w.seq_keys, w.seq_values)
     store.close()
     shutil.rmtree(path, ignore_errors=True)
     log(f"  seq_put     {phases['seq_put']['ops_per_sec']:>12,.0f}/s")
 
     path = root / f"{store.name}-rand"
     store.open(path)
-    phases["rand_put"] = phase_put(store, w.rand_keys, w.rand_values, budget)
+    run("rand_put", phase_put, w.rand_keys, w.rand_values)
     log(f"  rand_put    {phases['rand_put']['ops_per_sec']:>12,.0f}/s")
     if phases["rand_put"]["truncated"]:
         raise RuntimeError(f"{store.name}: random load did not finish within --phase-seconds; raise it")
@@ -588,18 +591,18 @@ def bench_store(store: Store, w: Workload, root: Path, budget: float, log) -> di
     store.reopen_cold()
     out["disk_bytes"] = disk_bytes(path)
 
-    phases["get_cold"] = phase_get(store, w.cold_keys, budget)
+    run("get_cold", phase_get, w.cold_keys)
     out["stats_after_get_cold"] = store.stats()
-    phases["get_warm"] = phase_get(store, w.warm_keys, budget)
+    run("get_warm", phase_get, w.warm_keys)
     out["stats_after_get_warm"] = store.stats()
     check_reads(store, w)
     log(f"  get         {phases['get_cold']['ops_per_sec']:>12,.0f}/s cold, "
         f"{phases['get_warm']['ops_per_sec']:,.0f}/s warm")
-    phases["full_scan"] = phase_full_scan(store, w.n, budget)
-    phases["range_scan"] = phase_range_scan(store, w.range_starts, budget)
+    run("full_scan", phase_full_scan, w.n)
+    run("range_scan", phase_range_scan, w.range_starts)
     log(f"  scans       {phases['full_scan']['ops_per_sec']:>12,.0f} pairs/s full, "
         f"{phases['range_scan']['ops_per_sec']:,.0f} range scans/s")
-    phases["mix_90_10"] = phase_mix(store, w.mix_keys, w.mix_values, budget)
+    run("mix_90_10", phase_mix, w.mix_keys, w.mix_values)
     log(f"  mix_90_10   {phases['mix_90_10']['ops_per_sec']:>12,.0f}/s")
     store.close()
     shutil.rmtree(path, ignore_errors=True)
@@ -656,6 +659,7 @@ def profile_concordkv(w: Workload, settings: dict, root: Path, budget: float, to
     path = root / "profile"
 
     def profiled(title, phase):
+        gc.collect()
         profile = cProfile.Profile()
         profile.enable()
         result = phase()

@@ -285,6 +285,7 @@ def test_dead_after_crash(tmp_path):
             call()
         assert info.value.errno == errno.EIO
     assert os.path.exists(path)
+    assert fs.counts["write"] == 1  # still readable after the crash
 
 
 def test_revive_does_not_revive_old_files(tmp_path):

@@ -220,17 +220,17 @@ def run_model(tmp_path, options, max_examples, steps):
 
 
 def test_model_fsync_none(tmp_path, tiny_lsm_options):
-    run_model(tmp_path, tiny_lsm_options, max_examples=60, steps=60)
+    run_model(tmp_path, tiny_lsm_options, max_examples=120, steps=100)
 
 
 def test_model_fsync_always(tmp_path, tiny_lsm_options):
-    run_model(tmp_path, dict(tiny_lsm_options, fsync="always"), max_examples=10, steps=40)
+    run_model(tmp_path, dict(tiny_lsm_options, fsync="always"), max_examples=40, steps=80)
 
 
 def test_model_lz4_off_and_tiny_cache(tmp_path, tiny_lsm_options):
     # Same machine with uncompressed blocks and a block cache too small to hold anything.
     options = dict(tiny_lsm_options, compression="none", cache_size=0)
-    run_model(tmp_path, options, max_examples=10, steps=40)
+    run_model(tmp_path, options, max_examples=40, steps=80)
 
 
 # -- deterministic checks -------------------------------------------------------------

@@ -117,6 +117,9 @@ class FaultInjectionFS(FileSystem):
         self._dead = False
         self.counts = {op: 0 for op in OPS}
         self._faults: dict[str, _Fault] = {}
+        self._forget_unsynced()
+
+    def _forget_unsynced(self) -> None:
         self._durable: dict[str, _Durable] = {}
         self._unsynced_creations: set[str] = set()
         self._pending_renames: list[_Rename] = []
@@ -148,12 +151,13 @@ class FaultInjectionFS(FileSystem):
             for path, durable in self._durable.items():
                 if os.path.exists(path) and os.path.getsize(path) > durable.synced:
                     self._replace_content(path, super().read(path)[: durable.synced])
-            self._reset()
+            self._forget_unsynced()  # counts stay readable after the crash
             self._dead = True
             self._generation += 1
 
     def revive(self) -> None:
-        """Bring a crashed instance back with a clean slate: all on-disk data counts as durable."""
+        """Bring a crashed instance back with a clean slate: all on-disk data counts as
+        durable, counts restart at 0, and files handed out before the crash stay dead."""
         with self._lock:
             self._reset()
 
