@@ -42,6 +42,9 @@ class StorageOptions:
     l0_compaction_trigger: int = 4
     l0_stop_writes_trigger: int = 12
     wal_recovery: str = "strict"
+    # Embedded engine: 0 runs compactions in its background thread; >= 1 runs them in
+    # one worker process (one compaction at a time), so they do not share the caller's GIL.
+    compaction_workers: int = 1
 
     def __post_init__(self):
         _check_choice("engine", self.engine, ENGINES)
@@ -61,6 +64,7 @@ class StorageOptions:
         _check_int("level_size_ratio", self.level_size_ratio, 2, 100)
         _check_int("l0_compaction_trigger", self.l0_compaction_trigger, 1, 1000)
         _check_int("l0_stop_writes_trigger", self.l0_stop_writes_trigger, 1, 1000)
+        _check_int("compaction_workers", self.compaction_workers, 0, 64)
         if self.l0_stop_writes_trigger < self.l0_compaction_trigger:
             raise ConfigError(
                 "l0_stop_writes_trigger",

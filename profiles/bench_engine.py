@@ -27,7 +27,9 @@ How:
     costs nothing measurable); ops/s = ops / summed chunk time. The chunk times also give
     p50/p99/max of the per-op latency averaged over a chunk, which shows flush and
     compaction stalls (it is not a per-op percentile). A phase stops early when its time
-    budget (--phase-seconds) runs out; its figure is then marked '*'.
+    budget (--phase-seconds) runs out; its figure is then marked '*'. With --repeat R the
+    stores take turns R times and each phase reports its fastest run, since load from
+    elsewhere on the machine only ever slows a run.
   * Durability is matched, not maximal: every persistent store hands each write to the OS
     before returning and none fsyncs (ConcordKV-MP fsync="none"; LevelDB and RocksDB
     sync=false, their default; LMDB sync=False/metasync=False with one write transaction
@@ -51,7 +53,7 @@ keeping only what the store retains, divided by K; a plain dict is measured the 
 for reference), the files per level of the three LSMs and ConcordKV-MP's write
 amplification after the settle step (from db.stats()), and each store's size on disk.
 
-  python profiles/bench_engine.py [--keys N | --quick] [--json FILE] [--markdown]
+  python profiles/bench_engine.py [--keys N | --quick] [--repeat R] [--json FILE] [--markdown]
   python profiles/bench_engine.py --profile      # cProfile of ConcordKV-MP's phases
 """
 
@@ -69,6 +71,7 @@ import platform
 import pstats
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -91,7 +94,6 @@ LEVEL_BASE_SIZE = 10 * MiB
 LEVELS = 7
 MEMTABLE_PROBE_KEYS = 100_000
 PHASES = ("seq_put", "rand_put", "get_cold", "get_warm", "full_scan", "range_scan", "mix_90_10")
-PHASE_UNITS = {"full_scan": "pairs/s", "range_scan": "scans/s"}
 
 
 # --- the workload ----------------------------------------------------------------------
@@ -187,8 +189,12 @@ class ConcordKV(Store):
             memtable_size=memtable_size or self.settings["memtable_mb"] * MiB,
             cache_size=self.settings["cache_mb"] * MiB,
             compression="lz4",
+            block_size=4096,
+            bloom_bits_per_key=10,
             target_file_size=TARGET_FILE_SIZE,
             level_base_size=LEVEL_BASE_SIZE,
+            level_size_ratio=10,
+            l0_compaction_trigger=4,
         )
         self.put = self.db.set
         self.get = self.db.get
@@ -610,6 +616,16 @@ def bench_store(store: Store, w: Workload, root: Path, budget: float, log) -> di
     return out
 
 
+def fastest_of(runs: list) -> dict:
+    """Each phase's fastest run (as timeit does: interference only ever slows a run);
+    the shape and stats of the last run."""
+    best = dict(runs[-1])
+    best["phases"] = {p: max((r["phases"][p] for r in runs), key=lambda x: x["ops_per_sec"]) for p in PHASES}
+    best["settle_seconds"] = min(r["settle_seconds"] for r in runs)
+    best["loadavg_1min"] = [x for r in runs for x in r["loadavg_1min"]]
+    return best
+
+
 # --- MemTable memory -------------------------------------------------------------------
 
 
@@ -653,8 +669,9 @@ def measure_memtable(settings: dict, root: Path, k: int) -> dict:
 
 def profile_concordkv(w: Workload, settings: dict, root: Path, budget: float, top: int) -> None:
     """cProfile ConcordKV-MP's random put, warm get and full scan; print the `top`
-    functions by own time. cProfile only sees this process and inflates the cost of
-    Python calls, so its ops/s are not the benchmark's."""
+    functions by own time. cProfile sees only the calling thread (not the engine's
+    background flush/compaction thread) and inflates the cost of Python calls, so its
+    ops/s are not the benchmark's."""
     store = ConcordKV(settings)
     path = root / "profile"
 
@@ -699,6 +716,19 @@ def machine() -> dict:
     }
 
 
+def checkout_revision() -> str:
+    """The commit of the code under test, and whether concordkv_mp/ differs from it."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "concordkv_mp"], cwd=repo, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + (" + uncommitted changes in concordkv_mp/" if dirty else "")
+
+
 def filesystem_of(path: Path) -> str:
     import psutil
 
@@ -711,7 +741,8 @@ def render(headers: list, rows: list, markdown: bool, numeric: bool = True) -> s
     """A table as Markdown or as aligned text; `numeric` right-aligns all but the first column."""
     cells = [[str(c) for c in row] for row in [headers] + rows]
     if markdown:
-        lines = ["| " + " | ".join(cells[0]) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+        rule = ["---"] + ["---:" if numeric else "---"] * (len(headers) - 1)
+        lines = ["| " + " | ".join(cells[0]) + " |", "|" + "|".join(rule) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in cells[1:]]
         return "\n".join(lines)
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
@@ -724,16 +755,17 @@ def report(run: dict, markdown: bool) -> str:
     results = run["results"]
     names = [name for name in results if "phases" in results[name]]
     out = []
-    section = (lambda title: f"\n### {title}\n") if markdown else (lambda title: f"\n== {title} ==")
+    section = (lambda title: f"### {title}") if markdown else (lambda title: f"\n== {title} ==")
 
     m = run["machine"]
     out.append(section("Machine"))
     out.append(f"{m['cpu']}, {m['physical_cores']} physical / {m['logical_cores']} logical cores, "
                f"{m['ram_gib']} GiB RAM, {m['python']}, {m['os']}; data on {run['filesystem']}")
+    out.append(f"ConcordKV-MP revision: {run['revision']}")
     s = run["settings"]
     out.append(f"{s['keys']:,} keys of {KEY_SIZE} bytes, {VALUE_SIZE}-byte values (half compressible), "
                f"seed {s['seed']}, memtable {s['memtable_mb']} MiB, cache {s['cache_mb']} MiB, "
-               f"budget {s['phase_seconds']} s per phase")
+               f"budget {s['phase_seconds']} s per phase, fastest of {s['repeat']} run(s) per phase")
 
     out.append(section("Stores and their settings"))
     out.append(render(["store", "version", "durability of a put", "cache"],
@@ -744,7 +776,7 @@ def report(run: dict, markdown: bool) -> str:
             out.append(f"{n}: FAILED: {results[n]['error']}")
     loads = [x for n in names for x in results[n]["loadavg_1min"]]
     if loads:
-        out.append(f"1-minute load average at the start and end of each store: {min(loads):.2f} to {max(loads):.2f} "
+        out.append(f"1-minute load average at the start and end of each store's runs: {min(loads):.2f} to {max(loads):.2f} "
                    f"on {m['logical_cores']} cores (this benchmark alone accounts for about 1)")
     out.append("Durability: ConcordKV-MP runs with fsync=\"none\" against the peers' default "
                "non-sync writes; no store fsyncs, every write reaches the OS before the call returns.")
@@ -784,6 +816,10 @@ def report(run: dict, markdown: bool) -> str:
         out.append(f"{ours} write amplification after compaction: {st.get('write_amplification', 'n/a')} "
                    "(bytes written to SSTables + WAL / user bytes)")
         out.append(f"{ours} bytes per level: {st.get('bytes_per_level', 'n/a')}")
+        worker = st.get("compaction_worker") or {}
+        out.append(f"{ours} during the random load and settle step: {st.get('flushes')} flushes, "
+                   f"{st.get('compactions')} compactions ({worker.get('tasks', 0)} of them in the worker "
+                   f"process), {st.get('trivial_moves')} trivial moves, {st.get('write_stalls')} write stalls")
         hits = misses = 0  # counters start at the cold reopen
         for phase in ("get_cold", "get_warm"):
             cache = results[ours][f"stats_after_{phase}"]["block_cache"]
@@ -801,7 +837,7 @@ def report(run: dict, markdown: bool) -> str:
         out.append(f"engine's own estimate: {est:.0f} bytes/key" if est else "engine reports no estimate")
         out.append(f"for reference: plain dict {mt['dict_bytes_per_key']:.0f} bytes/key; the key and value "
                    f"objects alone are {mt['key_value_objects_bytes']} bytes, the payload {KEY_SIZE + VALUE_SIZE} bytes")
-    return "\n".join(out)
+    return ("\n\n" if markdown else "\n").join(out)
 
 
 # --- main ------------------------------------------------------------------------------
@@ -816,6 +852,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-mb", type=int, default=256, help="block/page cache of every store (MiB)")
     ap.add_argument("--memtable-mb", type=int, default=4, help="memtable / write buffer of the LSMs (MiB)")
     ap.add_argument("--phase-seconds", type=float, default=120.0, help="time budget of each phase")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per store; each phase reports its fastest")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--tmpdir", default=tempfile.gettempdir(), help="where the stores' directories go")
     ap.add_argument("--json", metavar="FILE", help="write all results to FILE")
@@ -827,7 +864,7 @@ def main(argv=None) -> int:
 
     n = 100_000 if args.quick else args.keys
     settings = {"keys": n, "cache_mb": args.cache_mb, "memtable_mb": args.memtable_mb,
-                "phase_seconds": args.phase_seconds, "seed": args.seed}
+                "phase_seconds": args.phase_seconds, "seed": args.seed, "repeat": args.repeat}
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
 
     stores = []
@@ -847,17 +884,28 @@ def main(argv=None) -> int:
             profile_concordkv(w, settings, root, args.phase_seconds, args.profile_top)
             return 0
 
-        run = {"machine": machine(), "filesystem": filesystem_of(root), "settings": settings, "results": {}}
-        for store in stores:
-            log(f"{store.name} ({store.version()})")
-            entry = {"version": store.version(), "durability": store.durability, "cache": store.cache}
-            try:
-                entry.update(bench_store(store, w, root, args.phase_seconds, log))
-            except Exception as e:  # one broken store must not void the others' run
-                entry["error"] = f"{type(e).__name__}: {e}"
-                log(f"  FAILED: {entry['error']}")
-            run["results"][store.name] = entry
-        if "phases" in run["results"].get(ConcordKV.name, {}):
+        run = {"machine": machine(), "filesystem": filesystem_of(root), "revision": checkout_revision(),
+               "settings": settings, "results": {}}
+        entries = run["results"]
+        for s in stores:
+            entries[s.name] = {"version": s.version(), "durability": s.durability, "cache": s.cache, "runs": []}
+        # Rounds go over all stores in turn, so that a burst of load from elsewhere on the
+        # machine hits one round of every store rather than every round of one store.
+        for r in range(args.repeat):
+            for store in stores:
+                entry = entries[store.name]
+                if "error" in entry:
+                    continue
+                log(f"{store.name} ({entry['version']}), run {r + 1} of {args.repeat}")
+                try:
+                    entry["runs"].append(bench_store(store, w, root, args.phase_seconds, log))
+                except Exception as e:  # one broken store must not void the others' run
+                    entry["error"] = f"{type(e).__name__}: {e}"
+                    log(f"  FAILED: {entry['error']}")
+        for entry in entries.values():
+            if entry["runs"]:
+                entry.update(fastest_of(entry["runs"]))
+        if "phases" in entries.get(ConcordKV.name, {}):
             run["memtable"] = measure_memtable(settings, root, min(n, MEMTABLE_PROBE_KEYS))
 
         print(report(run, args.markdown))

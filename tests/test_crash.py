@@ -12,7 +12,7 @@ the database itself and checks:
 * only the one operation in flight may be applied or not, and an mset all or nothing;
 * count() and a full scan agree with the model.
 
-Then the next child continues on the same, growing database; over 25 rounds the data also
+Then the next child continues on the same, growing database; over 40 rounds the data also
 reaches level 1 or deeper, which the test checks so that compaction was really exercised.
 Set CKV_CRASH_SEED to replay a failing run (the seed is in every failure message).
 """
@@ -32,7 +32,7 @@ import concordkv_mp
 from concordkv_mp.errors import DatabaseLockedError
 from tests.support.crash_child import KEY_SPACE, value_for
 
-ROUNDS = 25
+ROUNDS = 40
 CHILD = Path(__file__).parent / "support" / "crash_child.py"
 REPO_ROOT = Path(__file__).parent.parent
 

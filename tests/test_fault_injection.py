@@ -24,6 +24,7 @@ SMALL = dict(
     level_base_size=16 * 1024,
     target_file_size=8 * 1024,
     block_size=512,
+    compaction_workers=0,  # compaction I/O must go through the fault-injecting seam
 )
 
 

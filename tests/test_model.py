@@ -82,7 +82,8 @@ class LsmModelMachine(RuleBasedStateMachine):
         shutil.rmtree(self.path, ignore_errors=True)
 
     def make_value(self, size: int) -> bytes:
-        # Unique per write, so a stale version can never pass for the current one.
+        # Unique per write (but for the empty value), so a stale version can never pass for
+        # the current one.
         if size == 0:
             return b""
         # Half of the values are incompressible, or LZ4 would shrink every table to a few

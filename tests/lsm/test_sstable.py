@@ -288,6 +288,16 @@ def test_abandon_removes_the_partial_file(tmp_path):
         builder.finish()
 
 
+def test_abandon_after_finish_removes_the_finished_file(tmp_path):
+    path = str(tmp_path / "000007.sst")
+    builder = SSTableBuilder(FS, path, 7)
+    builder.add(b"a", 1, b"v")
+    builder.finish()
+    assert os.path.exists(path)
+    builder.abandon()
+    assert not os.path.exists(path)
+
+
 class RecordingFS(FileSystem):
     """Records file calls and can fail the Nth append, like LevelDB's fault-injection Env."""
 

@@ -26,6 +26,7 @@ from concordkv_mp.engines.lsm.sstable_builder import SSTableBuilder
 from concordkv_mp.engines.lsm.sstable_reader import SSTableReader
 
 NUM_LEVELS = 7
+SIZE_CHECK_INTERVAL = 32
 
 
 @dataclass
@@ -176,11 +177,14 @@ def _write_tables(fs, directory: str, entries, numbers: list[int], options, spli
     builders: list[SSTableBuilder] = []
     builder = None
     last_key = None
+    full = False
+    added = 0
     try:
         for key, seq, value in entries:
-            if builder is not None and split and key != last_key and builder.estimated_size >= options.target_file_size:
+            if full and key != last_key:
                 outputs.append(builder.finish())
                 builder = None
+                full = False
             if builder is None:
                 if len(outputs) >= len(numbers):
                     raise RuntimeError("compaction ran out of reserved file numbers")
@@ -196,6 +200,11 @@ def _write_tables(fs, directory: str, entries, numbers: list[int], options, spli
                 builders.append(builder)
             builder.add(key, seq, value)
             last_key = key
+            added += 1
+            # The size estimate is not free; a file overshooting its target by a few
+            # dozen entries does not matter.
+            if split and added % SIZE_CHECK_INTERVAL == 0 and builder.estimated_size >= options.target_file_size:
+                full = True
         if builder is not None:
             outputs.append(builder.finish())
     except BaseException:

@@ -47,8 +47,9 @@ from concordkv_mp.engines.lsm.memtable import MemTable
 from concordkv_mp.engines.lsm.recovery import recover
 from concordkv_mp.engines.lsm.version import TableCache, Version, VersionSet
 from concordkv_mp.engines.lsm.wal import WalWriter, encode_batch
-from concordkv_mp.errors import ClosedError, ReadOnlyError
+from concordkv_mp.errors import ClosedError, ConfigError, ReadOnlyError
 from concordkv_mp.io.fs import DEFAULT_FS
+from concordkv_mp.workers.compaction_client import CompactionWorkerClient
 
 # A leader stops adding followers' writes to its group past this many bytes, so one
 # huge group cannot hold everyone's acknowledgement hostage.
@@ -85,6 +86,8 @@ class LSMEngine:
     name = "lsm"
 
     def __init__(self, directory: str, options, fs=DEFAULT_FS):
+        if options.compaction_workers and fs is not DEFAULT_FS:
+            raise ConfigError("compaction_workers", "a test file system cannot reach a worker process; use 0")
         fs.make_dirs(directory)
         self._lock_file = fs.lock(os.path.join(directory, "LOCK"))
         try:
@@ -120,6 +123,8 @@ class LSMEngine:
             self._compact_pointers: dict[int, bytes] = {}
             self._obsolete: set[int] = set()
             self._manual: _ManualCompaction | None = None
+            # Started lazily, at the first compaction that rewrites files.
+            self._compactor = CompactionWorkerClient() if options.compaction_workers else None
             self._bg_error: BaseException | None = None
             self._closing = False
             self._closed = False
@@ -481,7 +486,10 @@ class LSMEngine:
             task.output_numbers = [self._allocate_file_number() for _ in range(output_numbers_needed(task, self._options))]
             self._mutex.release()
             try:
-                outputs = run_compaction(self._fs, self._dir, task, self._options)
+                if self._compactor is not None:
+                    outputs = self._compactor.run(self._dir, task, self._options)
+                else:
+                    outputs = run_compaction(self._fs, self._dir, task, self._options)
             finally:
                 self._mutex.acquire()
             self._counters["compactions"] += 1
@@ -548,6 +556,8 @@ class LSMEngine:
             self._closing = True
             self._work_cv.notify_all()
         self._bg_thread.join()
+        if self._compactor is not None:
+            self._compactor.stop()
         self._stop_sync.set()
         if self._sync_thread is not None:
             self._sync_thread.join()
@@ -605,6 +615,11 @@ class LSMEngine:
                 "read_only": self._bg_error is not None,
                 "background_error": str(self._bg_error) if self._bg_error is not None else None,
                 "recovery": dict(self.recovery),
+                "compaction_worker": (
+                    {"pid": self._compactor.pid, "tasks": self._compactor.tasks, "restarts": self._compactor.restarts}
+                    if self._compactor is not None
+                    else None
+                ),
             }
 
 

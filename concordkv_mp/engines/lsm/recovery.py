@@ -53,6 +53,11 @@ def recover(fs, directory: str, options) -> RecoveredState:
     if state.engine != "lsm":
         raise CorruptionError(os.path.join(directory, "MANIFEST"), f"manifest is for engine {state.engine!r}, not 'lsm'")
 
+    # Never reuse a number already on disk, even an orphan's: a file created under a
+    # number the manifest did not know yet (a compaction output in flight at a crash)
+    # is deleted below, and a number must not name two different files in one life.
+    on_disk = numbered_files(fs, directory, ".sst") + numbered_files(fs, directory, ".wal")
+    state.next_file_number = max([state.next_file_number] + [n + 1 for n in on_disk])
     wal_numbers = [n for n in numbered_files(fs, directory, ".wal") if n >= state.log_number]
     new_tables: list[FileMeta] = []
     replayed = 0

@@ -132,9 +132,13 @@ class SSTableBuilder:
         return offset, len(payload)
 
     def finish(self) -> FileMeta:
-        """Write the rest of the file, fsync and close it, and describe it."""
+        """Write the rest of the file, fsync and close it, and describe it.
+
+        After a failure here the file is unusable: call `abandon`, not `finish` again.
+        """
         if self._done:
             raise ValueError(f"{self.path}: builder already finished or abandoned")
+        self._done = True
         self._flush_block()
         data_size = self._file.size
         bloom_offset, bloom_size = self._append_meta_block(self._bloom.finish())
@@ -171,7 +175,6 @@ class SSTableBuilder:
         self._file.sync()
         size = self._file.size
         self._file.close()
-        self._done = True
         return FileMeta(
             number=self.number,
             size=size,
@@ -183,7 +186,11 @@ class SSTableBuilder:
         )
 
     def abandon(self) -> None:
-        """Close and delete the partial file; safe to call after a failed `add` or `finish`."""
+        """Close and delete the file, finished or not.
+
+        Safe after a failed `add` or `finish`, and after a successful `finish`: a
+        compaction that fails later discards all its outputs this way.
+        """
         self._done = True
         try:
             self._file.close()

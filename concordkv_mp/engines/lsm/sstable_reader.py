@@ -10,8 +10,9 @@ database's `BlockCache`; cached blocks are never mutated, so threads may share t
 It knows nothing of levels, snapshots beyond a seq bound, or other tables: merging
 tables and hiding shadowed versions is the engine's iterator stack.
 
-A point `get` with its block cached costs a bisect on the index keys, a bloom probe,
-one cache lookup and a bisect in the block: ~2.5 us on the reference machine.
+A point `get` with its block cached is a bisect on the index keys, a bloom probe (~0.65
+us of the total for a present key: seven probes in Python), one cache lookup and a
+bisect in the block: 1.4-2 us on CPython 3.11; a key the bloom rejects costs ~0.6 us.
 """
 
 from __future__ import annotations

@@ -45,9 +45,15 @@ class TableCache:
         return reader
 
     def evict(self, number: int) -> None:
-        """Forget a deleted file; readers still iterating keep their own reference."""
+        """Forget a deleted file; readers still iterating keep their own reference.
+
+        Its cached blocks go now (safe while iterators run): under LFU a once-hot
+        block of a dead file would otherwise never be evicted.
+        """
         with self._lock:
-            self._readers.pop(number, None)
+            reader = self._readers.pop(number, None)
+        if reader is not None:
+            reader.drop_cached_blocks()
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,105 @@
+"""The engine's handle on its compaction worker process: start, submit, restart, stop.
+
+Owned by one engine's background thread (calls are serialised by that thread). It
+turns worker replies back into `FileMeta`s or the errors the worker met; a worker that
+died mid-task is restarted and the task tried once more, since a task only reads its
+inputs and (re)writes files under numbers reserved for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import msgpack
+
+from concordkv_mp.engines.lsm.file_meta import FileMeta
+from concordkv_mp.errors import CorruptionError, StorageIOError
+
+# Version of the request/reply maps exchanged with concordkv_mp.workers.compactor.
+PROTOCOL_VERSION = 1
+
+
+class CompactionWorkerClient:
+    def __init__(self):
+        self._process: subprocess.Popen | None = None
+        self._unpacker = None  # made fresh with each process
+        self.starts = 0
+        self.tasks = 0
+
+    @property
+    def restarts(self) -> int:
+        return max(0, self.starts - 1)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def _start(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "concordkv_mp.workers.compactor", str(os.getpid())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
+        )
+        self._unpacker = msgpack.Unpacker(max_buffer_size=64 << 20)
+        self.starts += 1
+
+    def _exchange(self, request: bytes) -> dict:
+        if self._process is None or self._process.poll() is not None:
+            self._start()
+        process = self._process
+        try:
+            process.stdin.write(request)
+            process.stdin.flush()
+            while True:
+                for reply in self._unpacker:
+                    return reply
+                data = process.stdout.read1(1 << 16)
+                if not data:
+                    raise EOFError("compaction worker closed its output")
+                self._unpacker.feed(data)
+        except (OSError, EOFError):
+            self.stop()
+            raise
+
+    def run(self, directory: str, task, options) -> list[FileMeta]:
+        request = msgpack.packb(
+            {
+                "version": PROTOCOL_VERSION,
+                "directory": directory,
+                "task": task.to_record(),
+                "options": dataclasses.asdict(options),
+            }
+        )
+        try:
+            reply = self._exchange(request)
+        except (OSError, EOFError):
+            try:
+                reply = self._exchange(request)
+            except (OSError, EOFError) as exc:
+                raise StorageIOError(0, f"compaction worker failed twice: {exc}") from exc
+        self.tasks += 1
+        if "error" in reply:
+            if reply.get("code") in ("CORRUPTION", "UNSUPPORTED_FORMAT"):
+                raise CorruptionError(reply.get("path", directory), reply["error"])
+            raise StorageIOError(reply.get("errno") or 0, f"compaction worker: {reply['error']}")
+        return [FileMeta.from_record(record) for record in reply["outputs"]]
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        for stream in (process.stdin, process.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+

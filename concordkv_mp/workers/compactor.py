@@ -1,0 +1,73 @@
+"""The compaction worker process: runs compaction tasks sent by the engine that owns it.
+
+Started as `python -m concordkv_mp.workers.compactor OWNER_PID` with pipes for stdin
+and stdout.
+Requests and replies are msgpack maps, one after another on the pipes (see
+docs/architecture.md). The worker only reads a task's input SSTables and writes its
+output files with the pure `run_compaction` step; it never touches a manifest or a WAL
+— the owning engine installs the results. It exits when stdin reaches EOF, and the
+kernel kills it the moment its owner dies (PR_SET_PDEATHSIG): a worker finishing a task
+for a dead owner could overwrite files that the next owner's recovery has created
+under the same numbers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+
+import msgpack
+
+from concordkv_mp.engines.lsm.compaction import CompactionTask, run_compaction
+from concordkv_mp.errors import ConcordKVError
+from concordkv_mp.io.fs import DEFAULT_FS
+from concordkv_mp.options import StorageOptions
+from concordkv_mp.workers.compaction_client import PROTOCOL_VERSION
+
+
+def handle(request: dict) -> dict:
+    """One request -> one reply; errors are replies, never a dead worker."""
+    if request.get("version") != PROTOCOL_VERSION:
+        return {"error": f"protocol version {request.get('version')!r} is not {PROTOCOL_VERSION}", "code": "PROTOCOL"}
+    try:
+        options = StorageOptions(**request["options"])
+        task = CompactionTask.from_record(request["task"])
+        outputs = run_compaction(DEFAULT_FS, request["directory"], task, options)
+    except ConcordKVError as exc:
+        reply = {"error": str(exc), "code": exc.code}
+        if isinstance(exc, OSError):
+            reply["errno"] = exc.errno
+        if getattr(exc, "path", None):
+            reply["path"] = exc.path
+        return reply
+    return {"outputs": [meta.to_record() for meta in outputs]}
+
+
+def die_with_owner(owner_pid: int) -> None:
+    """Ask Linux to SIGKILL this process when the thread that started it exits."""
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != owner_pid:  # the owner died before prctl took effect
+        os._exit(1)
+
+
+def main() -> int:
+    die_with_owner(int(sys.argv[1]))
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    unpacker = msgpack.Unpacker(max_buffer_size=64 << 20)
+    while True:
+        data = stdin.read1(1 << 16)
+        if not data:
+            return 0
+        unpacker.feed(data)
+        for request in unpacker:
+            stdout.write(msgpack.packb(handle(request)))
+            stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

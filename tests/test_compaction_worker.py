@@ -1,0 +1,71 @@
+"""The compaction worker process: it dies with its owner, and a worker that dies on its
+own is restarted without the owner losing data or becoming read-only."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+import concordkv_mp
+
+OPTIONS = dict(memtable_size=8192, l0_compaction_trigger=2, level_base_size=16 * 1024, target_file_size=8 * 1024)
+
+OWNER = """
+import sys, time, concordkv_mp
+db = concordkv_mp.open(sys.argv[1], memtable_size=8192, l0_compaction_trigger=2, compaction_workers=1)
+for i in range(4000):
+    db.set(b"key%05d" % (i % 1500), b"v" * 50)
+db.compact()
+print(db.stats()["compaction_worker"]["pid"], flush=True)
+time.sleep(60)
+"""
+
+
+def wait_gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_worker_dies_with_its_owner(tmp_path):
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        worker_pid = int(owner.stdout.readline())
+        assert psutil.Process(worker_pid).ppid() == owner.pid
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+        assert wait_gone(worker_pid, 5), "the compaction worker outlived its owner"
+    finally:
+        owner.kill()
+        owner.wait()
+        owner.stdout.close()
+
+
+def test_killed_worker_is_restarted_and_nothing_is_lost(tmp_path):
+    model = {}
+    with concordkv_mp.open(tmp_path, compaction_workers=1, **OPTIONS) as db:
+        for round_ in range(6):
+            for i in range(1500):
+                key, value = b"key%05d" % ((i * 7 + round_) % 2000), b"round %d %d" % (round_, i)
+                db.set(key, value)
+                model[key] = value
+            db.compact()
+            worker = db.stats()["compaction_worker"]
+            assert worker["pid"] is not None
+            os.kill(worker["pid"], signal.SIGKILL)
+        db.compact()
+        stats = db.stats()
+        assert not stats["read_only"]
+        assert stats["compaction_worker"]["restarts"] >= 1
+        assert dict(db.scan()) == model
+    assert not any(p.name().startswith("python") and "compactor" in " ".join(p.cmdline()) for p in psutil.Process().children())
+    with concordkv_mp.open(tmp_path, **OPTIONS) as db:
+        assert dict(db.scan()) == model
