@@ -2,7 +2,7 @@
 database keeps working afterwards.
 
 Checks wrong key and value types (int, bool, None, float, list, dict) on every method,
-empty keys, keys and values at their size limit (accepted) and one byte over (rejected,
+empty keys, str that UTF-8 cannot encode, keys and values at their size limit (accepted) and one byte over (rejected,
 str measured in UTF-8 bytes), bad option names and values (ConfigError naming the field),
 use after close (ClosedError, also for an open iterator), and a second open of the same
 directory (DatabaseLockedError, the first handle unharmed). Each error is a ConcordKVError
@@ -134,6 +134,26 @@ def test_accepted_types_read_back_as_bytes(db, key, value):
     assert type(got) is bytes and got == raw_value
     assert db.get(key) == raw_value
     assert list(db.scan()) == [(raw_key, raw_value)]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda db: db.set("\ud800", b"v"),
+        lambda db: db.set(b"k", "\udfff"),
+        lambda db: db.get("\ud800"),
+        lambda db: db.mset([(b"ok", b"v"), ("\ud800", b"v")]),
+    ],
+    ids=["set-key", "set-value", "get", "mset"],
+)
+def test_str_that_utf8_cannot_encode(db, call):
+    # A lone surrogate is a str of the right type whose value cannot be encoded: the
+    # documented INVALID_ARGUMENT, not a bare UnicodeEncodeError from deep inside.
+    with pytest.raises(ConcordKVError) as info:
+        call(db)
+    assert info.value.code == "INVALID_ARGUMENT"
+    assert isinstance(info.value, ValueError)
+    still_works(db, b"ok", b"k")
 
 
 def test_empty_value_is_stored_not_missing(db):

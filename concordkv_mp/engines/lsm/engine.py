@@ -169,7 +169,9 @@ class LSMEngine:
         # `handle` is unused but must stay referenced by this generator's frame: its
         # lifetime is the snapshot's.
         seek = end if reverse else start
-        sources = [memtable_source(mem, self._mutex, seek, reverse, snapshot)]
+        # A MemTable empty now can only receive writes newer than the snapshot: skip it,
+        # which often leaves a single source and no merge at all.
+        sources = [memtable_source(mem, self._mutex, seek, reverse, snapshot)] if len(mem) else []
         sources += [memtable_source(imm, _NO_LOCK, seek, reverse, snapshot) for imm in imms]
         sources += version.sources(seek, reverse)
         for item in visible_items(merge_sources(sources, reverse), snapshot, start, end, reverse):
