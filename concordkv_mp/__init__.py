@@ -11,6 +11,7 @@ import os
 from concordkv_mp import errors
 from concordkv_mp.database import Database
 from concordkv_mp.engines import open_engine
+from concordkv_mp.errors import InvalidTypeError
 from concordkv_mp.io.fs import DEFAULT_FS
 from concordkv_mp.options import StorageOptions
 
@@ -26,6 +27,9 @@ def open(path, engine: str = "lsm", *, for_testing_fs=None, **options) -> Databa
     `ConfigError` naming the field. `for_testing_fs` replaces the file-system seam.
     """
     storage_options = StorageOptions.from_kwargs(engine=engine, **options)
-    path = os.fspath(path)
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise InvalidTypeError(f"path must be a str or os.PathLike, not {type(path).__name__}") from None
     engine_instance = open_engine(storage_options.engine, path, storage_options, for_testing_fs or DEFAULT_FS)
     return Database(engine_instance, storage_options, path)

@@ -24,7 +24,10 @@ def _as_bytes(obj, what: str) -> bytes:
     if type(obj) is bytes:
         return obj
     if isinstance(obj, str):
-        return obj.encode("utf-8")
+        try:
+            return obj.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidArgumentError(f"{what} is a str that UTF-8 cannot encode: {exc.reason}") from None
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return bytes(obj)
     raise InvalidTypeError(f"{what} must be bytes or str, not {type(obj).__name__}")

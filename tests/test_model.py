@@ -238,7 +238,7 @@ def test_model_lz4_off_and_tiny_cache(tmp_path, tiny_lsm_options):
 def test_model_default_block_size_lz4(tmp_path, tiny_lsm_options):
     # 4 KiB blocks of LZ4-compressible values in 4 KiB files: a file holds few, highly
     # compressed blocks, so size estimates made before compression are far off.
-    run_model(tmp_path, dict(tiny_lsm_options, block_size=4096), max_examples=20, steps=60)
+    run_model(tmp_path, dict(tiny_lsm_options, block_size=4096), max_examples=15, steps=60)
 
 
 # -- deterministic checks -------------------------------------------------------------

@@ -42,6 +42,8 @@ def handle(request: dict) -> dict:
         if getattr(exc, "path", None):
             reply["path"] = exc.path
         return reply
+    except Exception as exc:  # a bug, not bad data: reported to the owner, which goes read-only
+        return {"error": f"{type(exc).__name__}: {exc}", "code": "INTERNAL"}
     return {"outputs": [meta.to_record() for meta in outputs]}
 
 

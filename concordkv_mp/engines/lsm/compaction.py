@@ -140,10 +140,13 @@ def pick_level_compaction(levels, level: int, smallest_snapshot: int) -> Compact
 def output_numbers_needed(task: CompactionTask, options) -> int:
     """An upper bound on the output files, so numbers can be reserved up front.
 
-    Outputs hold at most the input entries; a file is cut once it passes
-    `target_file_size`, so each output but the last is at least that big.
+    Counted in entries, not bytes: a file is cut on the builder's uncompressed size
+    estimate, which compressed input bytes do not bound (found with highly compressible
+    values), but every output except the last holds at least SIZE_CHECK_INTERVAL
+    entries. Unused numbers are simply never seen on disk.
     """
-    return task.input_bytes() // options.target_file_size + 2
+    entries = sum(f.entries for f in task.all_inputs())
+    return entries // SIZE_CHECK_INTERVAL + 2
 
 
 def compacted_entries(entries, smallest_snapshot: int, drop_tombstones: bool):
@@ -178,13 +181,14 @@ def _write_tables(fs, directory: str, entries, numbers: list[int], options, spli
     builder = None
     last_key = None
     full = False
-    added = 0
+    added = 0  # entries in the current output
     try:
         for key, seq, value in entries:
             if full and key != last_key:
                 outputs.append(builder.finish())
                 builder = None
                 full = False
+                added = 0
             if builder is None:
                 if len(outputs) >= len(numbers):
                     raise RuntimeError("compaction ran out of reserved file numbers")
