@@ -18,6 +18,7 @@ import os
 from contextlib import contextmanager
 
 from concordkv_mp.errors import DatabaseLockedError, StorageIOError
+from concordkv_mp.io.mapped_log import MappedLogFile
 
 
 @contextmanager
@@ -94,6 +95,14 @@ class FileSystem:
         with _as_storage_error("create", path):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         return WritableFile(fd, path)
+
+    def create_log(self, path: str, capacity: int):
+        """Create (or truncate) an append-only log, written through a memory map.
+
+        Same interface as `create()`'s WritableFile; `capacity` is preallocated (the log
+        grows past it if needed). See `mapped_log.py` for why.
+        """
+        return MappedLogFile(path, capacity)
 
     def open_append(self, path: str) -> WritableFile:
         """Open an existing file to append at its end."""

@@ -65,15 +65,16 @@ class CompactionWorkerClient:
             self.stop()
             raise
 
-    def run(self, directory: str, task, options) -> list[FileMeta]:
-        request = msgpack.packb(
-            {
-                "version": PROTOCOL_VERSION,
-                "directory": directory,
-                "task": task.to_record(),
-                "options": dataclasses.asdict(options),
-            }
-        )
+    def compact(self, directory: str, task, options) -> list[FileMeta]:
+        return self._call({"op": "compact", "directory": directory, "task": task.to_record()}, options)
+
+    def flush(self, directory: str, number: int, items: list, options) -> FileMeta | None:
+        """Write a frozen MemTable, given as its (key, entry) items, as table `number`."""
+        outputs = self._call({"op": "flush", "directory": directory, "number": number, "items": items}, options)
+        return outputs[0] if outputs else None
+
+    def _call(self, fields: dict, options) -> list[FileMeta]:
+        request = msgpack.packb({"version": PROTOCOL_VERSION, "options": dataclasses.asdict(options), **fields})
         try:
             reply = self._exchange(request)
         except (OSError, EOFError):
@@ -84,7 +85,7 @@ class CompactionWorkerClient:
         self.tasks += 1
         if "error" in reply:
             if reply.get("code") in ("CORRUPTION", "UNSUPPORTED_FORMAT"):
-                raise CorruptionError(reply.get("path", directory), reply["error"])
+                raise CorruptionError(reply.get("path", fields["directory"]), reply["error"])
             raise StorageIOError(reply.get("errno") or 0, f"compaction worker: {reply['error']}")
         return [FileMeta.from_record(record) for record in reply["outputs"]]
 

@@ -1,10 +1,11 @@
-"""The compaction worker process: runs compaction tasks sent by the engine that owns it.
+"""The compaction worker process: flushes MemTables and runs compactions for its owner.
 
 Started as `python -m concordkv_mp.workers.compactor OWNER_PID` with pipes for stdin
 and stdout.
 Requests and replies are msgpack maps, one after another on the pipes (see
-docs/architecture.md). The worker only reads a task's input SSTables and writes its
-output files with the pure `run_compaction` step; it never touches a manifest or a WAL
+docs/architecture.md). The worker writes a shipped MemTable as an L0 table
+(`write_flush`) or reads a task's input SSTables and writes its outputs
+(`run_compaction`) — the pure steps, unchanged; it never touches a manifest or a WAL
 — the owning engine installs the results. It exits when stdin reaches EOF, and the
 kernel kills it the moment its owner dies (PR_SET_PDEATHSIG): a worker finishing a task
 for a dead owner could overwrite files that the next owner's recovery has created
@@ -20,7 +21,8 @@ import sys
 
 import msgpack
 
-from concordkv_mp.engines.lsm.compaction import CompactionTask, run_compaction
+from concordkv_mp.engines.lsm.compaction import CompactionTask, run_compaction, write_flush
+from concordkv_mp.engines.lsm.memtable import sorted_entries
 from concordkv_mp.errors import ConcordKVError
 from concordkv_mp.io.fs import DEFAULT_FS
 from concordkv_mp.options import StorageOptions
@@ -33,8 +35,17 @@ def handle(request: dict) -> dict:
         return {"error": f"protocol version {request.get('version')!r} is not {PROTOCOL_VERSION}", "code": "PROTOCOL"}
     try:
         options = StorageOptions(**request["options"])
-        task = CompactionTask.from_record(request["task"])
-        outputs = run_compaction(DEFAULT_FS, request["directory"], task, options)
+        if request["op"] == "flush":
+            # A MemTable arrives as its dict items, unsorted: sorting is part of the
+            # work taken off the owner's interpreter.
+            entries = sorted_entries(request["items"])
+            meta = write_flush(DEFAULT_FS, request["directory"], entries, request["number"], options)
+            outputs = [meta] if meta is not None else []
+        elif request["op"] == "compact":
+            task = CompactionTask.from_record(request["task"])
+            outputs = run_compaction(DEFAULT_FS, request["directory"], task, options)
+        else:
+            return {"error": f"unknown op {request['op']!r}", "code": "PROTOCOL"}
     except ConcordKVError as exc:
         reply = {"error": str(exc), "code": exc.code}
         if isinstance(exc, OSError):

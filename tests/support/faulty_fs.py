@@ -217,6 +217,10 @@ class FaultInjectionFS(FileSystem):
             durable = self._durable[key] = _Durable(0)
             return self._track(inner, durable)
 
+    def create_log(self, path: str, capacity: int) -> FaultyWritableFile:
+        """A plain tracked file: what matters here is what was synced, not the mapping."""
+        return self.create(path)
+
     def open_append(self, path: str) -> FaultyWritableFile:
         key = os.path.abspath(path)
         with self._operation(None, path):

@@ -14,8 +14,8 @@ Concurrency model (LevelDB's):
   read never misses data that moved between them;
 - scans take a snapshot (the last sequence number) and pin the MemTables and Version;
   the live MemTable is read in chunks under the mutex;
-- one background thread flushes frozen MemTables and runs compactions with the pure
-  steps of `compaction.py`, and alone installs their results;
+- a flush thread and a compaction thread run the pure steps of `compaction.py` (in
+  worker processes by default) and install their results under the mutex;
 - any failed WAL write/fsync, flush or compaction makes the engine read-only
   (fail-stop): nothing is acknowledged that did not reach the disk, and reopening
   recovers a consistent state.
@@ -113,7 +113,7 @@ class LSMEngine:
             self._last_seq = state.last_sequence
             self._next_file_number = state.next_file_number
             self._log_number = state.log_number
-            self._wal = WalWriter.create(fs, os.path.join(directory, wal_name(state.log_number)))
+            self._wal = WalWriter.create(fs, os.path.join(directory, wal_name(state.log_number)), options.memtable_size)
             fs.sync_dir(directory)
             self._wal_synced_size = self._wal.size
             self._mem = MemTable(state.log_number)
@@ -123,8 +123,11 @@ class LSMEngine:
             self._compact_pointers: dict[int, bytes] = {}
             self._obsolete: set[int] = set()
             self._manual: _ManualCompaction | None = None
-            # Started lazily, at the first compaction that rewrites files.
-            self._compactor = CompactionWorkerClient() if options.compaction_workers else None
+            # Worker processes for the flush and the compaction thread, started lazily at
+            # their first job; with compaction_workers=0 both steps run in the threads.
+            use_workers = options.compaction_workers > 0
+            self._flusher = CompactionWorkerClient() if use_workers else None
+            self._compactor = CompactionWorkerClient() if use_workers else None
             self._bg_error: BaseException | None = None
             self._closing = False
             self._closed = False
@@ -136,8 +139,14 @@ class LSMEngine:
         except BaseException:
             self._lock_file.release()
             raise
-        self._bg_thread = threading.Thread(target=self._background_loop, name="ckv-lsm-background", daemon=True)
-        self._bg_thread.start()
+        # Two threads so that a long compaction never holds up the flush of a frozen
+        # MemTable (which would stall writers); installs are serialised by the mutex.
+        self._bg_threads = [
+            threading.Thread(target=self._background_loop, args=(job_picker,), name=name, daemon=True)
+            for job_picker, name in ((self._next_flush, "ckv-lsm-flush"), (self._next_compaction, "ckv-lsm-compaction"))
+        ]
+        for thread in self._bg_threads:
+            thread.start()
         self._stop_sync = threading.Event()
         self._sync_thread = None
         if options.fsync == "everysec":
@@ -353,7 +362,7 @@ class LSMEngine:
         """Switch to a fresh MemTable and WAL; the old pair waits for the flush."""
         number = self._allocate_file_number()
         try:
-            new_wal = WalWriter.create(self._fs, os.path.join(self._dir, wal_name(number)))
+            new_wal = WalWriter.create(self._fs, os.path.join(self._dir, wal_name(number)), self._options.memtable_size)
             self._fs.sync_dir(self._dir)
             with self._wal_sync_lock:
                 old_wal = self._wal
@@ -415,10 +424,10 @@ class LSMEngine:
         if self._bg_error is not None:
             raise ReadOnlyError(f"the database is read-only after an I/O failure: {self._bg_error}")
 
-    def _background_loop(self) -> None:
+    def _background_loop(self, next_job) -> None:
         with self._mutex:
             while True:
-                job = self._next_job()
+                job = next_job() if self._bg_error is None and not self._closing else None
                 if job is None:
                     if self._closing:
                         return
@@ -431,11 +440,10 @@ class LSMEngine:
                     self._set_bg_error(exc)
                 self._work_cv.notify_all()
 
-    def _next_job(self):
-        if self._bg_error is not None or self._closing:
-            return None
-        if self._imms:
-            return self._flush_oldest_memtable
+    def _next_flush(self):
+        return self._flush_oldest_memtable if self._imms else None
+
+    def _next_compaction(self):
         if self._manual is not None:
             return self._manual_compaction_step
         task = pick_compaction(self._version.levels, self._options, self._smallest_snapshot(), self._compact_pointers)
@@ -451,7 +459,10 @@ class LSMEngine:
         number = self._allocate_file_number()
         self._mutex.release()
         try:
-            meta = write_flush(self._fs, self._dir, imm.entries(), number, self._options)
+            if self._flusher is not None:
+                meta = self._flusher.flush(self._dir, number, imm.items(), self._options)
+            else:
+                meta = write_flush(self._fs, self._dir, imm.entries(), number, self._options)
         finally:
             self._mutex.acquire()
         levels = [list(level) for level in self._version.levels]
@@ -480,7 +491,6 @@ class LSMEngine:
         manual.level += 1
 
     def _run_compaction_task(self, task) -> None:
-        levels = [list(level) for level in self._version.levels]
         if task.trivial_move:
             self._counters["trivial_moves"] += 1
             outputs = task.inputs
@@ -489,7 +499,7 @@ class LSMEngine:
             self._mutex.release()
             try:
                 if self._compactor is not None:
-                    outputs = self._compactor.run(self._dir, task, self._options)
+                    outputs = self._compactor.compact(self._dir, task, self._options)
                 else:
                     outputs = run_compaction(self._fs, self._dir, task, self._options)
             finally:
@@ -497,6 +507,8 @@ class LSMEngine:
             self._counters["compactions"] += 1
             self._counters["compaction_bytes"] += sum(f.size for f in outputs)
             self._obsolete.update(f.number for f in task.all_inputs())
+        # The Version as it is now: the flush thread may have added L0 files meanwhile.
+        levels = [list(level) for level in self._version.levels]
         removed = {f.number for f in task.all_inputs()}
         levels[task.level] = [f for f in levels[task.level] if f.number not in removed]
         below = [f for f in levels[task.output_level] if f.number not in removed] + list(outputs)
@@ -557,9 +569,11 @@ class LSMEngine:
                 return
             self._closing = True
             self._work_cv.notify_all()
-        self._bg_thread.join()
-        if self._compactor is not None:
-            self._compactor.stop()
+        for thread in self._bg_threads:
+            thread.join()
+        for worker in (self._flusher, self._compactor):
+            if worker is not None:
+                worker.stop()
         self._stop_sync.set()
         if self._sync_thread is not None:
             self._sync_thread.join()
@@ -617,11 +631,11 @@ class LSMEngine:
                 "read_only": self._bg_error is not None,
                 "background_error": str(self._bg_error) if self._bg_error is not None else None,
                 "recovery": dict(self.recovery),
-                "compaction_worker": (
-                    {"pid": self._compactor.pid, "tasks": self._compactor.tasks, "restarts": self._compactor.restarts}
-                    if self._compactor is not None
-                    else None
-                ),
+                "workers": {
+                    role: {"pid": worker.pid, "tasks": worker.tasks, "restarts": worker.restarts}
+                    for role, worker in (("flush", self._flusher), ("compaction", self._compactor))
+                    if worker is not None
+                },
             }
 
 

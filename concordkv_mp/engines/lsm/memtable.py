@@ -18,8 +18,10 @@ the common case pays for one version per key.
 
 from __future__ import annotations
 
+import threading
 from bisect import bisect_left, bisect_right
 from heapq import merge
+from operator import itemgetter
 
 # Per-entry memory beyond the key's and value's bytes, so that `memtable_size` bounds
 # real memory: two bytes-object headers (2 x 33), the dict slot (~50 at its load
@@ -32,13 +34,19 @@ PENDING_FOLD = 4096
 
 
 class MemTable:
-    __slots__ = ("_entries", "_sorted", "_pending", "_pending_sorted", "approximate_bytes", "frozen", "wal_number", "max_seq")
+    __slots__ = (
+        "_entries", "_sorted", "_pending", "_pending_sorted", "_runs_lock",
+        "approximate_bytes", "frozen", "wal_number", "max_seq",
+    )
 
     def __init__(self, wal_number: int):
         self._entries: dict = {}
         self._sorted: list = []  # keys in order
         self._pending: list = []  # keys inserted since the last fold, in arrival order
         self._pending_sorted = True
+        # Sorting the runs mutates them: concurrent scans of a frozen table (which no
+        # engine lock covers) take turns.
+        self._runs_lock = threading.Lock()
         self.approximate_bytes = 0
         self.frozen = False
         self.wal_number = wal_number  # the WAL holding this table's data
@@ -87,13 +95,13 @@ class MemTable:
         return entry
 
     def freeze(self) -> None:
-        """Make the table immutable, with all keys in one sorted run.
-
-        Called under the engine mutex, so later lock-free readers of the frozen table
-        never race on the runs.
-        """
-        self._fold()
+        """Make the table immutable. Its keys are sorted only if a scan needs them: the
+        flush, in a worker process, sorts a copy there."""
         self.frozen = True
+
+    def items(self) -> list:
+        """(key, entry) pairs in no order; for shipping a frozen table to a flush."""
+        return list(self._entries.items())
 
     def _fold(self) -> None:
         if self._pending:
@@ -105,12 +113,13 @@ class MemTable:
         self._pending_sorted = True
 
     def _runs(self) -> tuple[list, list]:
-        if len(self._pending) >= PENDING_FOLD:
-            self._fold()
-        elif not self._pending_sorted:
-            self._pending.sort()
-            self._pending_sorted = True
-        return self._sorted, self._pending
+        with self._runs_lock:
+            if len(self._pending) >= PENDING_FOLD or (self.frozen and self._pending):
+                self._fold()
+            elif not self._pending_sorted:
+                self._pending.sort()
+                self._pending_sorted = True
+            return self._sorted, self._pending
 
     def chunk(self, start: bytes | None, inclusive: bool, reverse: bool, size: int) -> list:
         """Up to `size` (key, entry) pairs from `start` on, in key order (or reverse).
@@ -139,12 +148,21 @@ class MemTable:
 
     def entries(self):
         """All versions in table order (key asc, seq desc); for flushing a frozen table."""
-        self._fold()
-        table = self._entries
-        for key in self._sorted:
-            entry = table[key]
-            while True:
-                yield key, entry[0], entry[1]
-                if len(entry) == 2:
-                    break
-                entry = entry[2]
+        with self._runs_lock:
+            self._fold()
+        return expand_versions((key, self._entries[key]) for key in self._sorted)
+
+
+def expand_versions(pairs):
+    """(key, entry) pairs in key order -> internal entries (key, seq, value), newest first."""
+    for key, entry in pairs:
+        while True:
+            yield key, entry[0], entry[1]
+            if len(entry) == 2:
+                break
+            entry = entry[2]
+
+
+def sorted_entries(items):
+    """Internal entries of (key, entry) pairs given in any order (a shipped MemTable)."""
+    return expand_versions(sorted(items, key=itemgetter(0)))

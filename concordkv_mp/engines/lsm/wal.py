@@ -87,9 +87,13 @@ class WalWriter:
         self.path = path
 
     @classmethod
-    def create(cls, fs, path: str) -> "WalWriter":
-        """Create `path` (truncating it) and write the file header; nothing is synced."""
-        file = fs.create(path)
+    def create(cls, fs, path: str, capacity: int = 1 << 20) -> "WalWriter":
+        """Create `path` (truncating it) and write the file header; nothing is synced.
+
+        The file is a log written through a memory map (`fs.create_log`), preallocated
+        to `capacity` bytes: appending a record costs no system call.
+        """
+        file = fs.create_log(path, capacity)
         try:
             file.append(_FILE_HEADER.pack(WAL_MAGIC, WAL_VERSION))
         except BaseException:
@@ -201,8 +205,10 @@ def _check_file_header(data: bytes, path: str) -> bool:
 def read_wal(fs, path: str, mode: str = "strict") -> WalReadResult:
     """Decode every batch in the WAL at `path`, in file order.
 
-    A torn tail (the file ends inside a record, or its last record is bad with nothing
-    valid after it) ends the read quietly with `torn_tail=True`. A bad record followed by
+    Zeros from a record boundary to the end of the file are the end of the log (a log
+    written through a memory map is preallocated). A torn tail (the file ends inside a
+    record, or its last record is bad with nothing valid after it) ends the read quietly
+    with `torn_tail=True`. A bad record followed by
     a good one is corruption: mode "strict" raises `CorruptionError`, mode
     "point_in_time" returns the batches before it and sets `corruption`. A record whose
     CRC is good but whose payload is not a batch is corruption in either mode.
@@ -221,6 +227,10 @@ def read_wal(fs, path: str, mode: str = "strict") -> WalReadResult:
     while pos < len(data):
         record = _record_at(view, pos)
         if record is None:
+            if data.count(0, pos) == len(data) - pos:
+                # Zeros to the end: the unused, preallocated part of a log written
+                # through a memory map (see io/mapped_log.py) — the end of the log.
+                return result
             next_good = _valid_record_after(data, view, pos)
             if next_good is None:
                 result.torn_tail = True
