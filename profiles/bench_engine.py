@@ -816,10 +816,11 @@ def report(run: dict, markdown: bool) -> str:
         out.append(f"{ours} write amplification after compaction: {st.get('write_amplification', 'n/a')} "
                    "(bytes written to SSTables + WAL / user bytes)")
         out.append(f"{ours} bytes per level: {st.get('bytes_per_level', 'n/a')}")
-        worker = st.get("compaction_worker") or {}
+        workers = st.get("workers") or {}
+        tasks = ", ".join(f"{role} worker: {w['tasks']} jobs" for role, w in workers.items()) or "no worker processes"
         out.append(f"{ours} during the random load and settle step: {st.get('flushes')} flushes, "
-                   f"{st.get('compactions')} compactions ({worker.get('tasks', 0)} of them in the worker "
-                   f"process), {st.get('trivial_moves')} trivial moves, {st.get('write_stalls')} write stalls")
+                   f"{st.get('compactions')} compactions, {st.get('trivial_moves')} trivial moves, "
+                   f"{st.get('write_stalls')} write stalls ({tasks})")
         hits = misses = 0  # counters start at the cold reopen
         for phase in ("get_cold", "get_warm"):
             cache = results[ours][f"stats_after_{phase}"]["block_cache"]

@@ -198,7 +198,7 @@ def test_fail_nth_fails_exactly_the_nth_call(tmp_path, op, n):
     before = fs.counts[op]
     fs.fail_nth(op, n, err=errno.ENOSPC)
     outcomes = []
-    for i in range(5):
+    for _ in range(5):
         try:
             calls[op](len([o for o in outcomes if o == "ok"]))
             outcomes.append("ok")

@@ -159,13 +159,13 @@ class SSTableReader:
 
     def _iter_forward(self, start, fill):
         count = self._nblocks
-        i = 0 if start is None else bisect_left(self._index_keys, start)
-        if i >= count:
+        first = 0 if start is None else bisect_left(self._index_keys, start)
+        if first >= count:
             return
-        keys, seqs, values = self._block(i, fill)
+        keys, seqs, values = self._block(first, fill)
         j = 0 if start is None else bisect_left(keys, start)
         yield from zip(keys[j:], seqs[j:], values[j:]) if j else zip(keys, seqs, values)
-        for i in range(i + 1, count):
+        for i in range(first + 1, count):
             yield from zip(*self._block(i, fill))
 
     def _iter_reverse(self, start, fill):
