@@ -206,7 +206,8 @@ class LSMEngine:
                 and not self._closed
             ):
                 # Nobody else is writing and there is room: no group to form, and the
-                # write(2) to the page cache is done holding the mutex.
+                # copy into the mapped WAL is done holding the mutex. (An L0 stall is
+                # applied when the MemTable fills: that is when L0 would grow.)
                 self._write_group_to_wal_and_memtable(pairs)
                 return
         self._commit(_Writer(pairs))
