@@ -46,7 +46,7 @@ from concordkv_mp.engines.lsm.manifest import ManifestState, write_manifest
 from concordkv_mp.engines.lsm.memtable import MemTable
 from concordkv_mp.engines.lsm.recovery import recover
 from concordkv_mp.engines.lsm.version import TableCache, Version, VersionSet
-from concordkv_mp.engines.lsm.wal import WalWriter, encode_batch
+from concordkv_mp.engines.lsm.wal import WalWriter
 from concordkv_mp.errors import ClosedError, ConfigError, ReadOnlyError
 from concordkv_mp.io.fs import DEFAULT_FS
 from concordkv_mp.workers.compaction_client import CompactionWorkerClient
@@ -302,19 +302,18 @@ class LSMEngine:
 
     def _write_group_to_wal_and_memtable(self, pairs) -> None:
         first_seq = self._last_seq + 1
-        payload = encode_batch(first_seq, pairs)
         wal = self._wal
         try:
             if self._always_sync:
                 # Let the next writers queue up during the fsync: they share the next one.
                 self._mutex.release()
                 try:
-                    wal.add_record(payload)
+                    payload_size = wal.add_batch(first_seq, pairs)
                     wal.sync()
                 finally:
                     self._mutex.acquire()
             else:
-                wal.add_record(payload)
+                payload_size = wal.add_batch(first_seq, pairs)
         except BaseException as exc:
             self._set_bg_error(exc)
             raise
@@ -324,7 +323,7 @@ class LSMEngine:
         counters = self._counters
         counters["write_groups"] += 1
         counters["writes"] += len(pairs)
-        counters["logical_bytes"] += len(payload)
+        counters["logical_bytes"] += payload_size
 
     def _get_latest(self, key: bytes):
         """Lock-free point read of the newest version (see the module docstring)."""
