@@ -22,7 +22,7 @@ import sys
 import msgpack
 
 from concordkv_mp.engines.lsm.compaction import CompactionTask, run_compaction, write_flush
-from concordkv_mp.engines.lsm.memtable import sorted_entries
+from concordkv_mp.engines.lsm.memtable import sorted_columns
 from concordkv_mp.errors import ConcordKVError
 from concordkv_mp.io.fs import DEFAULT_FS
 from concordkv_mp.options import StorageOptions
@@ -38,8 +38,8 @@ def handle(request: dict) -> dict:
         if request["op"] == "flush":
             # A MemTable arrives as its dict items, unsorted: sorting is part of the
             # work taken off the owner's interpreter.
-            entries = sorted_entries(request["items"])
-            meta = write_flush(DEFAULT_FS, request["directory"], entries, request["number"], options)
+            columns = sorted_columns(request["items"])
+            meta = write_flush(DEFAULT_FS, request["directory"], columns, request["number"], options)
             outputs = [meta] if meta is not None else []
         elif request["op"] == "compact":
             task = CompactionTask.from_record(request["task"])

@@ -83,8 +83,8 @@ def test_run_compaction_from_a_serialized_task_merges_and_splits(tmp_path):
     directory = str(tmp_path)
     older = [(b"k%05d" % i, i + 1, b"old" * 10) for i in range(3000)]
     newer = [(b"k%05d" % i, 10_000 + i, None if i % 3 == 0 else b"new" * 10) for i in range(0, 3000, 2)]
-    first = write_flush(DEFAULT_FS, directory, iter(older), 1, options)
-    second = write_flush(DEFAULT_FS, directory, iter(newer), 2, options)
+    first = write_flush(DEFAULT_FS, directory, tuple(map(list, zip(*older))), 1, options)
+    second = write_flush(DEFAULT_FS, directory, tuple(map(list, zip(*newer))), 2, options)
     task = CompactionTask(0, [second, first], [], smallest_snapshot=20_000, bottommost=True, output_numbers=list(range(3, 40)))
     record = msgpack.unpackb(msgpack.packb(task.to_record()))
     outputs = run_compaction(DEFAULT_FS, directory, CompactionTask.from_record(record), options)

@@ -56,7 +56,8 @@ def check_chunks_against_model(batches, size, reverse, start):
             expected = [(k, v) for k, v in expected if (k <= start if reverse else k >= start)]
         assert read_all(table, reverse, size, start) == expected
     table.freeze()
-    flushed = [(key, value) for key, _seq, value in table.entries()]
+    keys, _seqs, values = table.columns()
+    flushed = list(zip(keys, values))
     assert flushed == sorted(model.items())
 
 
@@ -70,7 +71,8 @@ def test_versions_are_kept_only_for_live_snapshots():
     assert table.get(b"a")[:2] == (4, None)
     assert table.get(b"a", snapshot=2)[:2] == (2, b"v2")
     # Flushed with both versions: the snapshot still needs v2 once it is in a table.
-    assert [(seq, value) for _key, seq, value in table.entries()] == [(4, None), (2, b"v2")]
+    _keys, seqs, values = table.columns()
+    assert list(zip(seqs, values)) == [(4, None), (2, b"v2")]
 
 
 def test_size_estimate_grows_with_new_keys_and_values():

@@ -55,6 +55,9 @@ class BloomFilterBuilder:
     def add(self, key: bytes) -> None:
         self._keys.append(key)
 
+    def add_many(self, keys) -> None:
+        self._keys.extend(keys)
+
     @property
     def estimated_size(self) -> int:
         if not self._bits_per_key or not self._keys:

@@ -218,10 +218,26 @@ def _write_tables(fs, directory: str, entries, numbers: list[int], options, spli
     return outputs
 
 
-def write_flush(fs, directory: str, memtable_entries, number: int, options) -> FileMeta | None:
-    """Write a frozen MemTable's entries (all versions) as one L0 table."""
-    outputs = _write_tables(fs, directory, memtable_entries, [number], options, split=False)
-    return outputs[0] if outputs else None
+def write_flush(fs, directory: str, columns: tuple[list, list, list], number: int, options) -> FileMeta | None:
+    """Write a frozen MemTable — its (keys, seqs, values) columns in table order, all
+    versions — as one L0 table; None if it is empty."""
+    keys, seqs, values = columns
+    if not keys:
+        return None
+    builder = SSTableBuilder(
+        fs,
+        os.path.join(directory, sstable_name(number)),
+        number,
+        block_size=options.block_size,
+        compression=options.compression,
+        bloom_bits_per_key=options.bloom_bits_per_key,
+    )
+    try:
+        builder.add_run(keys, seqs, values)
+        return builder.finish()
+    except BaseException:
+        builder.abandon()
+        raise
 
 
 def run_compaction(fs, directory: str, task: CompactionTask, options) -> list[FileMeta]:

@@ -462,7 +462,7 @@ class LSMEngine:
             if self._flusher is not None:
                 meta = self._flusher.flush(self._dir, number, imm.items(), self._options)
             else:
-                meta = write_flush(self._fs, self._dir, imm.entries(), number, self._options)
+                meta = write_flush(self._fs, self._dir, imm.columns(), number, self._options)
         finally:
             self._mutex.acquire()
         levels = [list(level) for level in self._version.levels]

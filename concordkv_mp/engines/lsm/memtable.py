@@ -146,23 +146,32 @@ class MemTable:
         table = self._entries
         return [(key, table[key]) for key in keys]
 
-    def entries(self):
-        """All versions in table order (key asc, seq desc); for flushing a frozen table."""
+    def columns(self) -> tuple[list, list, list]:
+        """(keys, seqs, values) of all versions in table order; for flushing a frozen table."""
         with self._runs_lock:
             self._fold()
-        return expand_versions((key, self._entries[key]) for key in self._sorted)
+        table = self._entries
+        return table_columns([(key, table[key]) for key in self._sorted])
 
 
-def expand_versions(pairs):
-    """(key, entry) pairs in key order -> internal entries (key, seq, value), newest first."""
+def table_columns(pairs: list) -> tuple[list, list, list]:
+    """(keys, seqs, values) in table order (key asc, seq desc) from (key, entry) pairs
+    in key order, each entry's older versions expanded after it."""
+    entries = [entry for _, entry in pairs]
+    if not entries or max(map(len, entries)) == 2:  # no version chains: three C-level passes
+        return [key for key, _ in pairs], [entry[0] for entry in entries], [entry[1] for entry in entries]
+    keys, seqs, values = [], [], []
     for key, entry in pairs:
         while True:
-            yield key, entry[0], entry[1]
+            keys.append(key)
+            seqs.append(entry[0])
+            values.append(entry[1])
             if len(entry) == 2:
                 break
             entry = entry[2]
+    return keys, seqs, values
 
 
-def sorted_entries(items):
-    """Internal entries of (key, entry) pairs given in any order (a shipped MemTable)."""
-    return expand_versions(sorted(items, key=itemgetter(0)))
+def sorted_columns(items: list) -> tuple[list, list, list]:
+    """Table-order columns of (key, entry) pairs given in any order (a shipped MemTable)."""
+    return table_columns(sorted(items, key=itemgetter(0)))

@@ -68,7 +68,7 @@ def recover(fs, directory: str, options) -> RecoveredState:
     def write_out(table: MemTable) -> None:
         number = state.next_file_number
         state.next_file_number += 1
-        meta = write_flush(fs, directory, table.entries(), number, options)
+        meta = write_flush(fs, directory, table.columns(), number, options)
         if meta is not None:
             new_tables.append(meta)
 
