@@ -3,7 +3,8 @@
 Appending is a copy into the mapping — no system call — which is the cheapest way
 from Python to get bytes into the page cache: they survive the death of the process
 (MAP_SHARED pages belong to the file), exactly like a `write(2)`, and reach the disk
-on `sync()` (msync) or when the kernel writes them back. Measured on the WAL path:
+on `sync()` (fdatasync, which on Linux covers pages written through a mapping) or
+when the kernel writes them back. Measured on the WAL path:
 0.15 µs per append against 0.9 µs for `os.write`.
 
 The file is preallocated with `posix_fallocate`, so a full disk shows up as ENOSPC when
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import threading
 
 from concordkv_mp.errors import StorageIOError
 
@@ -35,9 +35,6 @@ class MappedLogFile:
             raise StorageIOError(exc.errno, f"create {path}: {exc.strerror}") from exc
         self._map = None
         self._capacity = 0
-        # sync() may run on another thread (fsync="everysec") and must not msync a
-        # mapping that _grow() is moving; appends come from one thread and need no lock.
-        self._remap_lock = threading.Lock()
         try:
             self._grow(max(capacity, MIN_CAPACITY))
         except BaseException:
@@ -46,10 +43,6 @@ class MappedLogFile:
             raise
 
     def _grow(self, capacity: int) -> None:
-        with self._remap_lock:
-            self._grow_locked(capacity)
-
-    def _grow_locked(self, capacity: int) -> None:
         try:
             os.posix_fallocate(self._fd, 0, capacity)
             # The new length must be durable before data in it can be called synced.
@@ -70,11 +63,16 @@ class MappedLogFile:
         self.size = end
 
     def sync(self) -> None:
+        # fdatasync, not msync: CPython's mmap.flush() keeps the GIL during msync, which
+        # stopped every other thread (and with it group commit) for the whole disk
+        # flush; measured 1,934 syncs for 2,000 writes from 4 threads. On Linux the page
+        # cache is one: fdatasync writes pages dirtied through the mapping too.
+        # It only uses the descriptor, so it is safe while another thread moves the
+        # mapping in _grow() (fsync="everysec" syncs from its own thread).
         try:
-            with self._remap_lock:
-                self._map.flush()
+            os.fdatasync(self._fd)
         except OSError as exc:
-            raise StorageIOError(exc.errno, f"msync {self.path}: {exc.strerror}") from exc
+            raise StorageIOError(exc.errno, f"fdatasync {self.path}: {exc.strerror}") from exc
 
     def close(self) -> None:
         if self._fd < 0:
