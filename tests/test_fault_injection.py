@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import random
+import time
 
 import pytest
 
@@ -173,3 +174,15 @@ def test_nth_io_failure_is_never_acknowledged_and_stops_writes(tmp_path, op_name
             apply_op(model, in_flight)
             assert recovered == model, f"n={n}: state is neither before nor after the failed write"
     assert triggered >= 3, f"the injected {op_name} failure never hit the database"
+
+
+def test_everysec_makes_writes_durable_within_about_a_second(tmp_path):
+    fs = FaultInjectionFS()
+    db = concordkv_mp.open(tmp_path, fsync="everysec", for_testing_fs=fs, compaction_workers=0)
+    written = {b"k%03d" % i: b"v%d" % i for i in range(300)}
+    for key, value in written.items():
+        db.set(key, value)
+    time.sleep(2.5)  # the sync thread runs once a second
+    crash_and_close(fs, db)
+    with concordkv_mp.open(tmp_path) as db:
+        assert contents(db) == written
