@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from itertools import islice
 
-from concordkv_mp.engines.lsm.iterators import prefix_successor
 from concordkv_mp.errors import (
     EmptyKeyError,
     InvalidArgumentError,
@@ -18,6 +17,14 @@ from concordkv_mp.errors import (
     KeyTooLargeError,
     ValueTooLargeError,
 )
+
+
+def prefix_successor(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with `prefix` (None: no bound)."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
 def _as_bytes(obj, what: str) -> bytes:

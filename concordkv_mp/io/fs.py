@@ -15,20 +15,10 @@ import errno as errno_module
 import fcntl
 import mmap
 import os
-from contextlib import contextmanager
 
-from concordkv_mp.errors import DatabaseLockedError, StorageIOError
+from concordkv_mp.errors import DatabaseLockedError
 from concordkv_mp.io.mapped_log import MappedLogFile
-
-
-@contextmanager
-def _as_storage_error(what: str, path: str):
-    try:
-        yield
-    except StorageIOError:
-        raise
-    except OSError as exc:
-        raise StorageIOError(exc.errno, f"{what} {path}: {exc.strerror or exc}") from exc
+from concordkv_mp.io.oserrors import as_storage_error, storage_error
 
 
 class WritableFile:
@@ -53,19 +43,19 @@ class WritableFile:
                     self.size += written
                     view = view[written:]
         except OSError as exc:
-            raise StorageIOError(exc.errno, f"write {self.path}: {exc.strerror or exc}") from exc
+            raise storage_error(exc, "write", self.path) from exc
 
     def sync(self) -> None:
         # fdatasync is enough: it also flushes the size change of an append.
         try:
             os.fdatasync(self._fd)
         except OSError as exc:
-            raise StorageIOError(exc.errno, f"fsync {self.path}: {exc.strerror or exc}") from exc
+            raise storage_error(exc, "fsync", self.path) from exc
 
     def close(self) -> None:
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
-            with _as_storage_error("close", self.path):
+            with as_storage_error("close", self.path):
                 os.close(fd)
 
     @property
@@ -92,7 +82,7 @@ class FileSystem:
 
     def create(self, path: str) -> WritableFile:
         """Create (or truncate) `path` for appending."""
-        with _as_storage_error("create", path):
+        with as_storage_error("create", path):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         return WritableFile(fd, path)
 
@@ -106,13 +96,13 @@ class FileSystem:
 
     def open_append(self, path: str) -> WritableFile:
         """Open an existing file to append at its end."""
-        with _as_storage_error("open", path):
+        with as_storage_error("open", path):
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
             size = os.fstat(fd).st_size
         return WritableFile(fd, path, size)
 
     def read(self, path: str) -> bytes:
-        with _as_storage_error("read", path):
+        with as_storage_error("read", path):
             with open(path, "rb") as f:
                 return f.read()
 
@@ -122,7 +112,7 @@ class FileSystem:
         The mapping stays valid after the file is unlinked, which is what lets a
         reader finish with a file that compaction has made obsolete.
         """
-        with _as_storage_error("mmap", path):
+        with as_storage_error("mmap", path):
             with open(path, "rb") as f:
                 if os.fstat(f.fileno()).st_size == 0:
                     return b""
@@ -130,38 +120,38 @@ class FileSystem:
 
     def rename(self, src: str, dst: str) -> None:
         """Atomically replace `dst` with `src` (durable once the directory is synced)."""
-        with _as_storage_error("rename", src):
+        with as_storage_error("rename", src):
             os.replace(src, dst)
 
     def remove(self, path: str) -> None:
-        with _as_storage_error("remove", path):
+        with as_storage_error("remove", path):
             try:
                 os.remove(path)
             except FileNotFoundError:
                 pass
 
     def truncate(self, path: str, size: int) -> None:
-        with _as_storage_error("truncate", path):
+        with as_storage_error("truncate", path):
             os.truncate(path, size)
 
     def listdir(self, path: str) -> list[str]:
-        with _as_storage_error("list", path):
+        with as_storage_error("list", path):
             return sorted(os.listdir(path))
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
 
     def size(self, path: str) -> int:
-        with _as_storage_error("stat", path):
+        with as_storage_error("stat", path):
             return os.path.getsize(path)
 
     def make_dirs(self, path: str) -> None:
-        with _as_storage_error("mkdir", path):
+        with as_storage_error("mkdir", path):
             os.makedirs(path, exist_ok=True)
 
     def sync_dir(self, path: str) -> None:
         """fsync a directory so that creations, renames and removals in it are durable."""
-        with _as_storage_error("fsync", path):
+        with as_storage_error("fsync", path):
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 os.fsync(fd)
@@ -170,7 +160,7 @@ class FileSystem:
 
     def lock(self, path: str) -> FileLock:
         """Take an exclusive lock on `path` or raise `DatabaseLockedError`."""
-        with _as_storage_error("lock", path):
+        with as_storage_error("lock", path):
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -178,7 +168,7 @@ class FileSystem:
             os.close(fd)
             if exc.errno in (errno_module.EWOULDBLOCK, errno_module.EAGAIN):
                 raise DatabaseLockedError(f"{path} is locked: the database is already open") from exc
-            raise StorageIOError(exc.errno, f"lock {path}: {exc.strerror}") from exc
+            raise storage_error(exc, "lock", path) from exc
         return FileLock(fd, path)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import mmap
 import os
 
-from concordkv_mp.errors import StorageIOError
+from concordkv_mp.io.oserrors import as_storage_error
 
 MIN_CAPACITY = 1 << 20
 
@@ -29,10 +29,8 @@ class MappedLogFile:
     def __init__(self, path: str, capacity: int):
         self.path = path
         self.size = 0
-        try:
+        with as_storage_error("create", path):
             self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise StorageIOError(exc.errno, f"create {path}: {exc.strerror}") from exc
         self._map = None
         self._capacity = 0
         try:
@@ -43,7 +41,7 @@ class MappedLogFile:
             raise
 
     def _grow(self, capacity: int) -> None:
-        try:
+        with as_storage_error(f"allocate {capacity} bytes for", self.path):
             os.posix_fallocate(self._fd, 0, capacity)
             # The new length must be durable before data in it can be called synced.
             os.fsync(self._fd)
@@ -51,8 +49,6 @@ class MappedLogFile:
                 self._map = mmap.mmap(self._fd, capacity, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
             else:
                 self._map.resize(capacity)
-        except OSError as exc:
-            raise StorageIOError(exc.errno, f"allocate {capacity} bytes for {self.path}: {exc.strerror}") from exc
         self._capacity = capacity
 
     def append(self, data) -> None:
@@ -69,20 +65,17 @@ class MappedLogFile:
         # cache is one: fdatasync writes pages dirtied through the mapping too.
         # It only uses the descriptor, so it is safe while another thread moves the
         # mapping in _grow() (fsync="everysec" syncs from its own thread).
-        try:
+        with as_storage_error("fdatasync", self.path):
             os.fdatasync(self._fd)
-        except OSError as exc:
-            raise StorageIOError(exc.errno, f"fdatasync {self.path}: {exc.strerror}") from exc
 
     def close(self) -> None:
         if self._fd < 0:
             return
         fd, self._fd = self._fd, -1
         try:
-            self._map.close()
-            os.ftruncate(fd, self.size)
-        except OSError as exc:
-            raise StorageIOError(exc.errno, f"close {self.path}: {exc.strerror}") from exc
+            with as_storage_error("close", self.path):
+                self._map.close()
+                os.ftruncate(fd, self.size)
         finally:
             os.close(fd)
 

@@ -170,8 +170,19 @@ def compacted_entries(entries, smallest_snapshot: int, drop_tombstones: bool):
         yield key, seq, value
 
 
-def _write_tables(fs, directory: str, entries, numbers: list[int], options, split: bool) -> list[FileMeta]:
-    """Write sorted entries into one table, or several cut at `target_file_size`.
+def _new_builder(fs, directory: str, number: int, options) -> SSTableBuilder:
+    return SSTableBuilder(
+        fs,
+        os.path.join(directory, sstable_name(number)),
+        number,
+        block_size=options.block_size,
+        compression=options.compression,
+        bloom_bits_per_key=options.bloom_bits_per_key,
+    )
+
+
+def _write_tables(fs, directory: str, entries, numbers: list[int], options) -> list[FileMeta]:
+    """Write sorted entries into tables cut at `target_file_size`.
 
     Versions of one key never straddle two files: sorted levels rely on file ranges
     not overlapping.
@@ -193,21 +204,14 @@ def _write_tables(fs, directory: str, entries, numbers: list[int], options, spli
                 if len(outputs) >= len(numbers):
                     raise RuntimeError("compaction ran out of reserved file numbers")
                 number = numbers[len(outputs)]
-                builder = SSTableBuilder(
-                    fs,
-                    os.path.join(directory, sstable_name(number)),
-                    number,
-                    block_size=options.block_size,
-                    compression=options.compression,
-                    bloom_bits_per_key=options.bloom_bits_per_key,
-                )
+                builder = _new_builder(fs, directory, number, options)
                 builders.append(builder)
             builder.add(key, seq, value)
             last_key = key
             added += 1
             # The size estimate is not free; a file overshooting its target by a few
             # dozen entries does not matter.
-            if split and added % SIZE_CHECK_INTERVAL == 0 and builder.estimated_size >= options.target_file_size:
+            if added % SIZE_CHECK_INTERVAL == 0 and builder.estimated_size >= options.target_file_size:
                 full = True
         if builder is not None:
             outputs.append(builder.finish())
@@ -224,14 +228,7 @@ def write_flush(fs, directory: str, columns: tuple[list, list, list], number: in
     keys, seqs, values = columns
     if not keys:
         return None
-    builder = SSTableBuilder(
-        fs,
-        os.path.join(directory, sstable_name(number)),
-        number,
-        block_size=options.block_size,
-        compression=options.compression,
-        bloom_bits_per_key=options.bloom_bits_per_key,
-    )
+    builder = _new_builder(fs, directory, number, options)
     try:
         builder.add_run(keys, seqs, values)
         return builder.finish()
@@ -253,7 +250,7 @@ def run_compaction(fs, directory: str, task: CompactionTask, options) -> list[Fi
     try:
         merged = merge_sources([r.iter_from(None, False) for r in readers], reverse=False)
         kept = compacted_entries(merged, task.smallest_snapshot, task.bottommost)
-        return _write_tables(fs, directory, kept, task.output_numbers, options, split=True)
+        return _write_tables(fs, directory, kept, task.output_numbers, options)
     finally:
         for reader in readers:
             reader.close()

@@ -231,10 +231,8 @@ class LSMEngine:
 
     def _commit(self, writer: _Writer):
         with self._mutex:
-            if self._closing or self._closed:
-                raise ClosedError("the database is closed")
-            if self._bg_error is not None:
-                raise ReadOnlyError(f"the database is read-only after an I/O failure: {self._bg_error}")
+            self._check_open()
+            self._raise_bg_error()
             writers = self._writers
             writers.append(writer)
             while not writer.done and writers[0] is not writer:
@@ -251,6 +249,7 @@ class LSMEngine:
         """Run by the writer at the head of the queue, holding the mutex."""
         group = (leader,)
         try:
+            # The cheap test first; _make_room_for_write decides, and may wait.
             if (
                 leader.force_freeze
                 or self._mem.approximate_bytes >= self._options.memtable_size
@@ -340,8 +339,7 @@ class LSMEngine:
     def _make_room_for_write(self, force_freeze: bool) -> None:
         options = self._options
         while True:
-            if self._bg_error is not None:
-                raise ReadOnlyError(f"the database is read-only after an I/O failure: {self._bg_error}")
+            self._raise_bg_error()
             if self._closing:
                 raise ClosedError("the database is closing")
             if len(self._version.levels[0]) >= options.l0_stop_writes_trigger:

@@ -96,11 +96,3 @@ def level_source(readers: list, start: bytes | None, reverse: bool):
     for reader in ordered:
         yield from reader.iter_from(start if first else None, reverse)
         first = False
-
-
-def prefix_successor(prefix: bytes) -> bytes | None:
-    """The smallest key greater than every key starting with `prefix` (None: no bound)."""
-    stripped = prefix.rstrip(b"\xff")
-    if not stripped:
-        return None
-    return stripped[:-1] + bytes([stripped[-1] + 1])

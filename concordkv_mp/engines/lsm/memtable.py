@@ -95,8 +95,9 @@ class MemTable:
         return entry
 
     def freeze(self) -> None:
-        """Make the table immutable. Its keys are sorted only if a scan needs them: the
-        flush, in a worker process, sorts a copy there."""
+        """Make the table immutable. Its keys are sorted only when needed: by a scan,
+        by `columns()` for a flush in the engine's thread, or — the default — by the
+        flush worker process, on its own copy."""
         self.frozen = True
 
     def items(self) -> list:
