@@ -73,3 +73,22 @@ def test_killed_worker_is_restarted_and_nothing_is_lost(tmp_path):
     assert not any(p.name().startswith("python") and "compactor" in " ".join(p.cmdline()) for p in psutil.Process().children())
     with concordkv_mp.open(tmp_path, **OPTIONS) as db:
         assert dict(db.scan()) == model
+
+
+
+def test_a_value_larger_than_64_mib_ships_to_the_flush_worker(tmp_path):
+    """Regression: both ends of the worker pipe capped msgpack buffers at 64 MiB, which
+    also caps one bin (value) at 64 MiB, while max_value_size may be up to 512 MiB: the
+    worker died on such a value, twice, and the database went read-only. The pipe is
+    private to the owner, so it has no size cap of its own."""
+    from concordkv_mp.options import StorageOptions
+    from concordkv_mp.workers.compaction_client import CompactionWorkerClient
+
+    items = [(b"big", [1, b"v" * (70 << 20)]), (b"small", [2, b"s"])]
+    client = CompactionWorkerClient()
+    try:
+        meta = client.flush(str(tmp_path), 7, items, StorageOptions(compression="none"))
+    finally:
+        client.stop()
+    assert (meta.number, meta.entries, meta.smallest, meta.largest) == (7, 2, b"big", b"small")
+    assert client.restarts == 0

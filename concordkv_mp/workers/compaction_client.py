@@ -20,6 +20,10 @@ from concordkv_mp.errors import CorruptionError, StorageIOError
 
 # Version of the request/reply maps exchanged with concordkv_mp.workers.compactor.
 PROTOCOL_VERSION = 1
+# msgpack's Unpacker limit for both ends. 0 means 4 GiB, msgpack's maximum: the pipe
+# carries only its owner's messages, and a limit here would also cap one value (bin),
+# which max_value_size allows up to 512 MiB.
+MAX_MESSAGE_BYTES = 0
 
 
 class CompactionWorkerClient:
@@ -44,7 +48,7 @@ class CompactionWorkerClient:
             stdout=subprocess.PIPE,
             close_fds=True,
         )
-        self._unpacker = msgpack.Unpacker(max_buffer_size=64 << 20)
+        self._unpacker = msgpack.Unpacker(max_buffer_size=MAX_MESSAGE_BYTES)
         self.starts += 1
 
     def _exchange(self, request: bytes) -> dict:

@@ -26,7 +26,7 @@ from concordkv_mp.engines.lsm.memtable import sorted_columns
 from concordkv_mp.errors import ConcordKVError
 from concordkv_mp.io.fs import DEFAULT_FS
 from concordkv_mp.options import StorageOptions
-from concordkv_mp.workers.compaction_client import PROTOCOL_VERSION
+from concordkv_mp.workers.compaction_client import MAX_MESSAGE_BYTES, PROTOCOL_VERSION
 
 
 def handle(request: dict) -> dict:
@@ -71,7 +71,7 @@ def die_with_owner(owner_pid: int) -> None:
 def main() -> int:
     die_with_owner(int(sys.argv[1]))
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    unpacker = msgpack.Unpacker(max_buffer_size=64 << 20)
+    unpacker = msgpack.Unpacker(max_buffer_size=MAX_MESSAGE_BYTES)
     while True:
         data = stdin.read1(1 << 16)
         if not data:
