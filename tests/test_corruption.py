@@ -16,7 +16,7 @@ import sys
 import pytest
 
 import concordkv_mp
-from concordkv_mp.engines.lsm.wal import WAL_MAGIC, WAL_VERSION
+from concordkv_mp.engines.wal import WAL_MAGIC, WAL_VERSION
 from concordkv_mp.errors import CorruptionError, UnsupportedFormatError
 
 CHILD = """

@@ -4,7 +4,7 @@ Owns the MemTables, the WAL, the current Version and the manifest of its directo
 nothing else may write there while it is open (a `LOCK` file enforces that).
 
 Concurrency model (LevelDB's):
-- writers queue under `_mutex`; the writer at the head is the leader: it makes room
+- writers queue under `_mutex` (engines/write_queue.py); the writer at the head leads: it makes room
   (freezing the MemTable, rotating the WAL, or stalling), gathers the queued writes
   into one WAL record, writes (and with fsync="always" syncs) it with the mutex
   released — so the next writers queue up meanwhile and share the next sync: group
@@ -27,7 +27,6 @@ import itertools
 import os
 import threading
 import weakref
-from collections import deque
 from contextlib import nullcontext
 
 from concordkv_mp.engines.lsm.block_cache import BlockCache
@@ -46,31 +45,13 @@ from concordkv_mp.engines.lsm.manifest import ManifestState, write_manifest
 from concordkv_mp.engines.lsm.memtable import MemTable
 from concordkv_mp.engines.lsm.recovery import recover
 from concordkv_mp.engines.lsm.version import TableCache, Version, VersionSet
-from concordkv_mp.engines.lsm.wal import WalWriter
+from concordkv_mp.engines.wal import WalWriter
+from concordkv_mp.engines.write_queue import WriteQueue, Writer
 from concordkv_mp.errors import ClosedError, ConfigError, ReadOnlyError
 from concordkv_mp.io.fs import DEFAULT_FS
 from concordkv_mp.workers.compaction_client import CompactionWorkerClient
 
-# A leader stops adding followers' writes to its group past this many bytes, so one
-# huge group cannot hold everyone's acknowledgement hostage.
-MAX_GROUP_BYTES = 1 << 20
-_MISSING = object()
 _NO_LOCK = nullcontext()
-
-
-class _Writer:
-    """One caller's write waiting in the queue."""
-
-    __slots__ = ("pairs", "prepare", "force_freeze", "result", "error", "done", "cv")
-
-    def __init__(self, pairs, prepare=None, force_freeze=False):
-        self.pairs = pairs  # [(key, value | None)] or None when `prepare` decides
-        self.prepare = prepare  # lookup -> (pairs, result), run by the leader
-        self.force_freeze = force_freeze
-        self.result = None
-        self.error = None
-        self.done = False
-        self.cv = None  # created only if this writer has to wait
 
 
 class _ManualCompaction:
@@ -105,7 +86,7 @@ class LSMEngine:
             self._mutex = threading.Lock()
             self._work_cv = threading.Condition(self._mutex)
             self._wal_sync_lock = threading.Lock()
-            self._writers: deque[_Writer] = deque()
+            self._queue = WriteQueue(self._mutex)
             self._block_cache = BlockCache(options.cache_size, options.cache_policy)
             self._tables = TableCache(fs, directory, self._block_cache)
             self._versions = VersionSet()
@@ -198,7 +179,7 @@ class LSMEngine:
         """Apply [(key, value | None)] atomically; None deletes. Keys may repeat (last wins)."""
         with self._mutex:
             if (
-                not self._writers
+                not self._queue
                 and not self._always_sync
                 and self._mem.approximate_bytes < self._options.memtable_size
                 and self._bg_error is None
@@ -210,7 +191,7 @@ class LSMEngine:
                 # applied when the MemTable fills: that is when L0 would grow.)
                 self._write_group_to_wal_and_memtable(pairs)
                 return
-        self._commit(_Writer(pairs))
+        self._commit(Writer(pairs))
 
     def update_existing(self, key: bytes, value: bytes) -> bool:
         def prepare(lookup):
@@ -218,7 +199,7 @@ class LSMEngine:
                 return [], False
             return [(key, value)], True
 
-        return self._commit(_Writer(None, prepare))
+        return self._commit(Writer(None, prepare))
 
     def delete_existing(self, keys) -> int:
         """Delete those of `keys` that exist, atomically; return how many did."""
@@ -227,77 +208,32 @@ class LSMEngine:
             present = [key for key in dict.fromkeys(keys) if lookup(key) is not None]
             return [(key, None) for key in present], len(present)
 
-        return self._commit(_Writer(None, prepare))
+        return self._commit(Writer(None, prepare))
 
-    def _commit(self, writer: _Writer):
+    def _commit(self, writer: Writer):
         with self._mutex:
             self._check_open()
             self._raise_bg_error()
-            writers = self._writers
-            writers.append(writer)
-            while not writer.done and writers[0] is not writer:
-                if writer.cv is None:
-                    writer.cv = threading.Condition(self._mutex)
-                writer.cv.wait()
-            if not writer.done:
-                self._lead_group(writer)
-            if writer.error is not None:
-                raise writer.error
-            return writer.result
+            return self._queue.commit(writer, self._lead_group)
 
-    def _lead_group(self, leader: _Writer) -> None:
+    def retire_after(self, fn):
+        """Run `fn()` while writers wait; if it succeeds they get EngineRetiredError."""
+        with self._mutex:
+            self._check_open()
+            return self._queue.retire_after(fn)
+
+    def _lead_group(self, leader: Writer) -> None:
         """Run by the writer at the head of the queue, holding the mutex."""
-        group = (leader,)
-        try:
-            # The cheap test first; _make_room_for_write decides, and may wait.
-            if (
-                leader.force_freeze
-                or self._mem.approximate_bytes >= self._options.memtable_size
-                or len(self._version.levels[0]) >= self._options.l0_stop_writes_trigger
-            ):
-                self._make_room_for_write(leader.force_freeze)
-            if len(self._writers) == 1 and leader.prepare is None:
-                pairs = leader.pairs  # the common, uncontended case
-            else:
-                group, pairs = self._gather_group()
-            if pairs:
-                self._write_group_to_wal_and_memtable(pairs)
-        except BaseException as exc:
-            for writer in group:
-                writer.error = exc
-        writers = self._writers
-        for writer in group:
-            writers.popleft()
-            writer.done = True
-            if writer.cv is not None and writer is not leader:
-                writer.cv.notify()
-        if writers and writers[0].cv is not None:
-            writers[0].cv.notify()
-
-    def _gather_group(self):
-        """The leader's group: queued writes up to MAX_GROUP_BYTES, conditions evaluated."""
-        group: list[_Writer] = []
-        pairs: list = []
-        overlay: dict = {}
-
-        def lookup(key):
-            value = overlay.get(key, _MISSING)
-            return self._get_latest(key) if value is _MISSING else value
-
-        size = 0
-        for writer in self._writers:
-            if group and (size > MAX_GROUP_BYTES or writer.force_freeze):
-                break
-            if writer.prepare is not None:
-                writer_pairs, writer.result = writer.prepare(lookup)
-            else:
-                writer_pairs = writer.pairs
-            overlay.update(writer_pairs)
-            for key, value in writer_pairs:
-                size += len(key) + (len(value) if value is not None else 0)
-            pairs.extend(writer_pairs)
-            group.append(writer)
-        return group, pairs
+        # The cheap test first; _make_room_for_write decides, and may wait.
+        if (
+            leader.flush
+            or self._mem.approximate_bytes >= self._options.memtable_size
+            or len(self._version.levels[0]) >= self._options.l0_stop_writes_trigger
+        ):
+            self._make_room_for_write(leader.flush)
+        pairs = self._queue.gather(self._get_latest)
+        if pairs:
+            self._write_group_to_wal_and_memtable(pairs)
 
     def _write_group_to_wal_and_memtable(self, pairs) -> None:
         first_seq = self._last_seq + 1
@@ -399,7 +335,7 @@ class LSMEngine:
 
     def flush(self) -> None:
         """Write every MemTable out to L0 SSTables and wait until that is durable."""
-        self._commit(_Writer([], force_freeze=True))
+        self._commit(Writer([], flush=True))
         with self._mutex:
             while self._imms and self._bg_error is None:
                 self._work_cv.wait()

@@ -22,7 +22,7 @@ from concordkv_mp.engines.lsm.compaction import write_flush
 from concordkv_mp.engines.lsm.file_meta import FileMeta, sstable_name, wal_name
 from concordkv_mp.engines.lsm.manifest import ManifestState, read_manifest, write_manifest
 from concordkv_mp.engines.lsm.memtable import MemTable
-from concordkv_mp.engines.lsm.wal import read_wal
+from concordkv_mp.engines.wal import read_wal
 from concordkv_mp.errors import CorruptionError
 
 NUM_LEVELS = 7

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from concordkv_mp.engines.lsm.wal import (
+from concordkv_mp.engines.wal import (
     FILE_HEADER_SIZE,
     RECORD_HEADER_SIZE,
     WAL_MAGIC,

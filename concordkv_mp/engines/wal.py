@@ -1,4 +1,7 @@
-"""The write-ahead log: one file per MemTable, a header then CRC-framed write batches.
+"""The write-ahead log shared by every engine: a header then CRC-framed write batches.
+
+The LSM engine keeps one file per MemTable; the in-memory engines one per journal
+segment (see engines/memory/journal.py).
 
 Owns the WAL bytes (file header, record framing, batch payload codec) and the rules that
 tell a torn tail (normal after a crash) from corruption (a bad record with good records
