@@ -18,7 +18,7 @@ FSYNC_POLICIES = ("always", "everysec", "none")
 CACHE_POLICIES = ("lru", "lfu", "fifo", "random")
 COMPRESSIONS = ("lz4", "none")
 WAL_RECOVERY_MODES = ("strict", "point_in_time")
-ENGINES = ("lsm",)
+ENGINES = ("lsm", "btree", "rbtree", "hash", "array")
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,11 @@ class StorageOptions:
     # Embedded engine: 0 runs compactions in its background thread; >= 1 runs them in
     # one worker process (one compaction at a time), so they do not share the caller's GIL.
     compaction_workers: int = 1
+    # In-memory engines (btree, rbtree, hash, array):
+    btree_order: int = 100
+    # A snapshot is written once the WAL since the last one exceeds both this and the
+    # size of the data, so that recovery time and disk use stay proportional to the data.
+    snapshot_wal_size: int = 64 * MiB
 
     def __post_init__(self):
         _check_choice("engine", self.engine, ENGINES)
@@ -65,6 +70,8 @@ class StorageOptions:
         _check_int("l0_compaction_trigger", self.l0_compaction_trigger, 1, 1000)
         _check_int("l0_stop_writes_trigger", self.l0_stop_writes_trigger, 1, 1000)
         _check_int("compaction_workers", self.compaction_workers, 0, 64)
+        _check_int("btree_order", self.btree_order, 3, 1000)
+        _check_int("snapshot_wal_size", self.snapshot_wal_size, 4 * KiB, 1 << 40)
         if self.l0_stop_writes_trigger < self.l0_compaction_trigger:
             raise ConfigError(
                 "l0_stop_writes_trigger",

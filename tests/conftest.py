@@ -1,5 +1,6 @@
-"""Shared fixtures of the end-to-end suites: option sets that make the LSM engine flush and
-compact after a few KiB, and a small opened database in a fresh directory."""
+"""Shared fixtures of the end-to-end suites: each engine's name in turn, the tiny LSM
+option set (tests/support/engine_options.py), and a small opened database in a fresh
+directory."""
 
 from __future__ import annotations
 
@@ -7,18 +8,14 @@ import pytest
 
 import concordkv_mp
 from concordkv_mp.errors import ClosedError
+from concordkv_mp.options import ENGINES
+from tests.support.engine_options import TINY_LSM_OPTIONS
 
-# The smallest sizes the options allow, so that a few hundred writes already fill the
-# MemTable, flush several L0 files, and push compactions into L1, L2 and below.
-TINY_LSM_OPTIONS = {
-    "engine": "lsm",
-    "memtable_size": 4096,
-    "l0_compaction_trigger": 2,
-    "level_base_size": 8192,
-    "level_size_ratio": 2,
-    "target_file_size": 4096,
-    "block_size": 256,
-}
+
+@pytest.fixture(params=ENGINES)
+def engine(request) -> str:
+    """Each engine's name in turn."""
+    return request.param
 
 
 @pytest.fixture

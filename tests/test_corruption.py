@@ -17,6 +17,7 @@ import pytest
 
 import concordkv_mp
 from concordkv_mp.engines.wal import WAL_MAGIC, WAL_VERSION
+from tests.support.layout import engine_directory
 from concordkv_mp.errors import CorruptionError, UnsupportedFormatError
 
 CHILD = """
@@ -33,9 +34,10 @@ def write_then_die(path, count: int) -> str:
     """Write `count` keys in a child that is killed without closing: they stay in the WAL."""
     proc = subprocess.run([sys.executable, "-c", CHILD, str(path), str(count)], capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL and "done" in proc.stdout, proc.stderr
-    wals = sorted(name for name in os.listdir(path) if name.endswith(".wal"))
+    directory = engine_directory(path)
+    wals = sorted(name for name in os.listdir(directory) if name.endswith(".wal"))
     assert wals, "the writes should still be in a WAL"
-    return os.path.join(path, wals[-1])
+    return os.path.join(directory, wals[-1])
 
 
 def used_size(path: str) -> int:
@@ -87,9 +89,10 @@ def make_flushed_db(path) -> str:
     with concordkv_mp.open(path, compression="none", block_size=512) as db:
         db.mset({b"key%04d" % i: b"value %d" % i for i in range(2000)})
         db.flush()
-    tables = [name for name in os.listdir(path) if name.endswith(".sst")]
+    directory = engine_directory(path)
+    tables = [name for name in os.listdir(directory) if name.endswith(".sst")]
     assert len(tables) == 1
-    return os.path.join(path, tables[0])
+    return os.path.join(directory, tables[0])
 
 
 @pytest.mark.parametrize("where", [0.1, 0.5, 0.9, 0.97, 0.995])
@@ -106,7 +109,7 @@ def test_flipped_byte_in_sstable_is_detected(tmp_path, where):
 
 def test_flipped_byte_in_manifest_is_detected(tmp_path):
     make_flushed_db(tmp_path)
-    manifest = os.path.join(tmp_path, "MANIFEST")
+    manifest = os.path.join(engine_directory(tmp_path), "MANIFEST")
     flip_byte(manifest, os.path.getsize(manifest) // 2)
     with pytest.raises(CorruptionError) as caught:
         concordkv_mp.open(tmp_path)

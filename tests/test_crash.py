@@ -1,4 +1,4 @@
-"""Crash safety of the embedded LSM engine: SIGKILL at random moments, check an expected state.
+"""Crash safety of every engine: SIGKILL at random moments, check an expected state.
 
 The idea of RocksDB's crash test: a child process (tests/support/crash_child.py) does random
 set / overwrite / delete / mset operations with fsync="always" and tiny MemTable and level
@@ -12,8 +12,10 @@ the database itself and checks:
 * only the one operation in flight may be applied or not, and an mset all or nothing;
 * count() and a full scan agree with the model.
 
-Then the next child continues on the same, growing database; over 40 rounds the data also
-reaches level 1 or deeper, which the test checks so that compaction was really exercised.
+Then the next child continues on the same, growing database; over 40 rounds (LSM) the data
+also reaches level 1 or deeper, which the test checks so that compaction was really
+exercised. The in-memory engines (20 rounds each) snapshot every 4 KiB of WAL, so kills
+land during snapshots too; the test checks that recovery did start from snapshots.
 Set CKV_CRASH_SEED to replay a failing run (the seed is in every failure message).
 """
 
@@ -31,8 +33,9 @@ from pathlib import Path
 import concordkv_mp
 from concordkv_mp.errors import DatabaseLockedError
 from tests.support.crash_child import KEY_SPACE, value_for
+from tests.support.engine_options import tiny_options
 
-ROUNDS = 40
+ROUNDS = {"lsm": 40, "btree": 20, "rbtree": 20, "hash": 20, "array": 20}
 CHILD = Path(__file__).parent / "support" / "crash_child.py"
 REPO_ROOT = Path(__file__).parent.parent
 
@@ -117,9 +120,9 @@ def run_child(db_path, log_path, err_path, seed, first_counter, options, rng, wh
     return child.pid
 
 
-def check_database(db_path, options, model: dict, in_flight, where) -> tuple[dict, list]:
+def check_database(db_path, options, model: dict, in_flight, where) -> tuple[dict, dict]:
     """Open the database after a crash, check it against the model and return the model
-    that holds now (with the in-flight operation applied if it was) and files_per_level."""
+    that holds now (with the in-flight operation applied if it was) and the stats."""
     candidates = [model] if in_flight is None else [model, apply(model, in_flight)]
     try:
         db = concordkv_mp.open(str(db_path), **options)
@@ -153,20 +156,20 @@ def check_database(db_path, options, model: dict, in_flight, where) -> tuple[dic
         assert db.count() == len(now), f"{where}: count() {db.count()} but {len(now)} live keys"
         expected_items = sorted((key.encode(), value_for(key, c)) for key, c in now.items())
         assert list(db.scan()) == expected_items, f"{where}: full scan differs from mget"
-        levels = db.stats()["files_per_level"]
-    return now, levels
+        stats = db.stats()
+    return now, stats
 
 
-def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path, tiny_lsm_options):
+def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path, engine):
     seed = int(os.environ.get("CKV_CRASH_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
-    options = dict(tiny_lsm_options, fsync="always")
+    options = tiny_options(engine, "always")
     db_path = tmp_path / "db"
     model: dict[str, int] = {}  # key -> counter of its value
     first_counter = 1
     acknowledged = 0
-    levels = None
-    for round_ in range(ROUNDS):
+    snapshots_recovered = 0
+    for round_ in range(ROUNDS[engine]):
         where = f"seed {seed}, round {round_}"
         log_path = tmp_path / f"child{round_}.log"
         pid = run_child(db_path, log_path, tmp_path / f"child{round_}.err", rng.randrange(1 << 30),
@@ -186,11 +189,16 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path, tiny_ls
         try:
             # Only the owner was killed, as a crash would: a process the engine started and
             # that outlived it must not keep the database locked.
-            model, levels = check_database(db_path, options, model, in_flight, where)
+            model, stats = check_database(db_path, options, model, in_flight, where)
+            snapshots_recovered += engine != "lsm" and stats["recovery"]["snapshot"] is not None
         finally:
             kill_session(pid)
 
     # The test is only worth something if the children did real work across flushes and
     # compactions, not just a few writes into one MemTable each time.
-    assert acknowledged > 20 * ROUNDS, f"seed {seed}: only {acknowledged} acknowledged operations"
-    assert sum(levels[1:]) > 0, f"seed {seed}: never compacted below L0: {levels}"
+    assert acknowledged > 20 * ROUNDS[engine], f"seed {seed}: only {acknowledged} acknowledged operations"
+    if engine == "lsm":
+        levels = stats["files_per_level"]
+        assert sum(levels[1:]) > 0, f"seed {seed}: never compacted below L0: {levels}"
+    else:
+        assert snapshots_recovered > ROUNDS[engine] // 2, f"seed {seed}: recovered from a snapshot only {snapshots_recovered} times"

@@ -1,11 +1,13 @@
-"""Model-based tests of the embedded LSM engine through the public API only.
+"""Model-based tests of every engine through the public API only.
 
 A hypothesis state machine runs random sequences of set / delete / mset (with duplicate keys)
 / mdelete / update / get / exists / mget / scan (random start, end, prefix, reverse, limit) /
 count / flush / compact / close-and-reopen against a plain dict, and checks that every reply
-matches the dict. Keys come from a small alphabet (with b"\\x00" and b"\\xff", and keys that
-are prefixes of others) so that overwrites and deletes hit existing keys; the MemTable and
-level sizes are the smallest allowed so flushes and compactions really run during a sequence.
+matches the dict. One suite runs against all five engines. Keys come from a small alphabet
+(with b"\\x00" and b"\\xff", and keys that are prefixes of others) so that overwrites and
+deletes hit existing keys; sizes are the smallest allowed so that LSM flushes and
+compactions, in-memory snapshots and B+tree splits and merges (order 3) really happen
+during a sequence.
 A scan rule writes, flushes and compacts while an iterator is open and checks that the
 iterator still shows the state of when it was started.
 
@@ -26,6 +28,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
 import concordkv_mp
+from tests.support.engine_options import tiny_options
 
 # Three symbols, words of 1..3 symbols: 39 keys, ordered with 0x00 and 0xff edges, and many
 # keys that are prefixes of others (b"a" < b"a\x00" < b"aa" < b"a\xff").
@@ -67,7 +70,7 @@ def model_scan(model: dict, start=None, end=None, prefix=None, reverse=False, li
     return items if limit is None else items[:limit]
 
 
-class LsmModelMachine(RuleBasedStateMachine):
+class ModelMachine(RuleBasedStateMachine):
     """One database in its own directory, mirrored by `self.model` (bytes -> bytes)."""
 
     def __init__(self, path, options):
@@ -211,7 +214,7 @@ class LsmModelMachine(RuleBasedStateMachine):
 def run_model(tmp_path, options, max_examples, steps):
     runs = itertools.count()
     run_state_machine_as_test(
-        lambda: LsmModelMachine(tmp_path / f"run{next(runs)}", options),
+        lambda: ModelMachine(tmp_path / f"run{next(runs)}", options),
         settings=settings(
             max_examples=max_examples,
             stateful_step_count=steps,
@@ -221,12 +224,12 @@ def run_model(tmp_path, options, max_examples, steps):
     )
 
 
-def test_model_fsync_none(tmp_path, tiny_lsm_options):
-    run_model(tmp_path, tiny_lsm_options, max_examples=60, steps=80)
+def test_model_fsync_none(tmp_path, engine):
+    run_model(tmp_path, tiny_options(engine), max_examples=60 if engine == "lsm" else 30, steps=80)
 
 
-def test_model_fsync_always(tmp_path, tiny_lsm_options):
-    run_model(tmp_path, dict(tiny_lsm_options, fsync="always"), max_examples=20, steps=60)
+def test_model_fsync_always(tmp_path, engine):
+    run_model(tmp_path, tiny_options(engine, "always"), max_examples=20 if engine == "lsm" else 12, steps=60)
 
 
 def test_model_lz4_off_and_tiny_cache(tmp_path, tiny_lsm_options):

@@ -11,12 +11,13 @@ import gc
 import os
 
 import concordkv_mp
+from tests.support.layout import engine_directory
 
 OPTIONS = dict(memtable_size=8192, l0_compaction_trigger=2, level_base_size=32 * 1024, target_file_size=16 * 1024)
 
 
 def sstables(path) -> set[str]:
-    return {name for name in os.listdir(path) if name.endswith(".sst")}
+    return {name for name in os.listdir(engine_directory(path)) if name.endswith(".sst")}
 
 
 def test_a_running_scan_keeps_replaced_files_until_it_ends(tmp_path):

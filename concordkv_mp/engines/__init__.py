@@ -3,21 +3,38 @@
 An engine is single-process and knows nothing of IPC. Each offers:
 `get(key)`, `write(pairs)` (atomic; value None deletes), `delete_existing(keys) -> int`,
 `update_existing(key, value) -> bool`, `scan(start, end, reverse)` (snapshot iterator of
-(key, value) in [start, end)), `count()`, `stats()`, `flush()`, `compact()`, `close()`.
-Keys and values reaching an engine are already checked bytes (see `database.py`).
+(key, value) in [start, end)), `count()`, `stats()`, `flush()`, `compact()`, `close()`,
+and `retire_after(fn)` (run `fn` with writes held back, then refuse writes: the engine
+switch). Keys and values reaching an engine are already checked bytes (see `database.py`).
+
+`lsm` is the LSM tree of engines/lsm; the others are one in-memory index each behind the
+shared `MemoryEngine` (engines/memory), which makes them durable with a WAL and snapshots.
 """
 
 from __future__ import annotations
 
 from concordkv_mp.engines.lsm.engine import LSMEngine
+from concordkv_mp.engines.memory.btree import BPlusTree
+from concordkv_mp.engines.memory.engine import MemoryEngine
+from concordkv_mp.engines.memory.hash_table import HashTable
+from concordkv_mp.engines.memory.rbtree import RedBlackTree
+from concordkv_mp.engines.memory.sorted_array import SortedArray
 from concordkv_mp.errors import ConfigError
+from concordkv_mp.options import ENGINES
 
-ENGINE_CLASSES = {"lsm": LSMEngine}
+_INDEXES = {
+    "btree": lambda options: BPlusTree(options.btree_order),
+    "rbtree": lambda options: RedBlackTree(),
+    "hash": lambda options: HashTable(),
+    "array": lambda options: SortedArray(),
+}
 
 
 def open_engine(name: str, path: str, options, fs):
+    if name == "lsm":
+        return LSMEngine(path, options, fs)
     try:
-        engine_class = ENGINE_CLASSES[name]
+        make_index = _INDEXES[name]
     except KeyError:
-        raise ConfigError("engine", f"{name!r} is not one of {', '.join(ENGINE_CLASSES)}") from None
-    return engine_class(path, options, fs)
+        raise ConfigError("engine", f"{name!r} is not one of {', '.join(ENGINES)}") from None
+    return MemoryEngine(path, options, fs, make_index(options))

@@ -135,3 +135,24 @@ class WriteQueue:
             group.append(writer)
         self._group = group
         return pairs
+
+
+def update_if_present(key: bytes, value: bytes):
+    """A `prepare` for `Writer`: set `key` only if it exists; the result says if it did."""
+
+    def prepare(lookup):
+        if lookup(key) is None:
+            return [], False
+        return [(key, value)], True
+
+    return prepare
+
+
+def delete_present(keys):
+    """A `prepare` for `Writer`: delete those of `keys` that exist; the result counts them."""
+
+    def prepare(lookup):
+        present = [key for key in dict.fromkeys(keys) if lookup(key) is not None]
+        return [(key, None) for key in present], len(present)
+
+    return prepare

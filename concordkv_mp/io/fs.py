@@ -15,6 +15,7 @@ import errno as errno_module
 import fcntl
 import mmap
 import os
+import shutil
 
 from concordkv_mp.errors import DatabaseLockedError
 from concordkv_mp.io.mapped_log import MappedLogFile
@@ -129,6 +130,12 @@ class FileSystem:
                 os.remove(path)
             except FileNotFoundError:
                 pass
+
+    def remove_tree(self, path: str) -> None:
+        """Remove a directory and everything in it; nothing if it does not exist."""
+        with as_storage_error("remove", path):
+            if os.path.isdir(path):
+                shutil.rmtree(path)
 
     def truncate(self, path: str, size: int) -> None:
         with as_storage_error("truncate", path):

@@ -46,7 +46,7 @@ from concordkv_mp.engines.lsm.memtable import MemTable
 from concordkv_mp.engines.lsm.recovery import recover
 from concordkv_mp.engines.lsm.version import TableCache, Version, VersionSet
 from concordkv_mp.engines.wal import WalWriter
-from concordkv_mp.engines.write_queue import WriteQueue, Writer
+from concordkv_mp.engines.write_queue import Writer, WriteQueue, delete_present, update_if_present
 from concordkv_mp.errors import ClosedError, ConfigError, ReadOnlyError
 from concordkv_mp.io.fs import DEFAULT_FS
 from concordkv_mp.workers.compaction_client import CompactionWorkerClient
@@ -194,21 +194,11 @@ class LSMEngine:
         self._commit(Writer(pairs))
 
     def update_existing(self, key: bytes, value: bytes) -> bool:
-        def prepare(lookup):
-            if lookup(key) is None:
-                return [], False
-            return [(key, value)], True
-
-        return self._commit(Writer(None, prepare))
+        return self._commit(Writer(None, update_if_present(key, value)))
 
     def delete_existing(self, keys) -> int:
         """Delete those of `keys` that exist, atomically; return how many did."""
-
-        def prepare(lookup):
-            present = [key for key in dict.fromkeys(keys) if lookup(key) is not None]
-            return [(key, None) for key in present], len(present)
-
-        return self._commit(Writer(None, prepare))
+        return self._commit(Writer(None, delete_present(keys)))
 
     def _commit(self, writer: Writer):
         with self._mutex:
@@ -528,15 +518,29 @@ class LSMEngine:
     # ---------------------------------------------------------------- stats
 
     def stats(self) -> dict:
+        """Counters and shape; count and key/value bytes come from a snapshot scan, O(n)."""
+        count = key_bytes = value_bytes = 0
+        for key, value in self.scan(None, None, False):
+            count += 1
+            key_bytes += len(key)
+            value_bytes += len(value)
         with self._mutex:
             levels = self._version.levels
             memtables = [self._mem] + self._imms
             counters = dict(self._counters)
             wal_bytes = counters["wal_bytes_retired"] + self._wal.size
             written = wal_bytes + counters["flush_bytes"] + counters["compaction_bytes"]
+            memtable_memory = sum(m.memory_bytes() for m in memtables)
+            block_cache = self._block_cache.stats()
             return {
                 "engine": self.name,
                 "fsync": self._options.fsync,
+                "count": count,
+                "key_bytes": key_bytes,
+                "value_bytes": value_bytes,
+                # Measured: the MemTables' objects by sys.getsizeof and the cached blocks.
+                # SSTable indexes and filters are read through mmap: page cache, not heap.
+                "memory_bytes": memtable_memory + block_cache["size_bytes"],
                 "sequence": self._last_seq,
                 "memtable_bytes": sum(m.approximate_bytes for m in memtables),
                 "memtable_entries": sum(len(m) for m in memtables),
@@ -561,7 +565,7 @@ class LSMEngine:
                 "write_amplification": round(written / counters["logical_bytes"], 3) if counters["logical_bytes"] else 0.0,
                 "live_snapshots": len(self._snapshots),
                 "obsolete_files_pending": len(self._obsolete),
-                "block_cache": self._block_cache.stats(),
+                "block_cache": block_cache,
                 "read_only": self._bg_error is not None,
                 "background_error": str(self._bg_error) if self._bg_error is not None else None,
                 "recovery": dict(self.recovery),

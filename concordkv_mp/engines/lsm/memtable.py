@@ -22,6 +22,7 @@ import threading
 from bisect import bisect_left, bisect_right
 from heapq import merge
 from operator import itemgetter
+from sys import getsizeof
 
 # Per-entry memory beyond the key's and value's bytes, so that `memtable_size` bounds
 # real memory: two bytes-object headers (2 x 33), the dict slot (~50 at its load
@@ -54,6 +55,17 @@ class MemTable:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def memory_bytes(self) -> int:
+        """Measured with sys.getsizeof: the dict, the key runs and every entry's objects
+        (key, version tuples, sequence ints, values). O(entries)."""
+        size = getsizeof(self._entries) + getsizeof(self._sorted) + getsizeof(self._pending)
+        for key, entry in list(self._entries.items()):
+            size += getsizeof(key)
+            while entry is not None:
+                size += getsizeof(entry) + getsizeof(entry[0]) + (getsizeof(entry[1]) if entry[1] is not None else 0)
+                entry = entry[2] if len(entry) == 3 else None
+        return size
 
     def apply(self, first_seq: int, entries, keep_versions_from: int | None) -> None:
         """Insert a batch; entry i gets seq first_seq + i.
