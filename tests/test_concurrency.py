@@ -1,4 +1,5 @@
-"""Threads sharing one handle: group commit, snapshot scans during writes and compaction.
+"""Threads sharing one handle, on every engine: group commit, snapshot scans during writes
+and background work (LSM flushes and compactions, in-memory snapshots).
 
 Group commit is observed, not assumed: with fsync="always", several writer threads and
 a WAL sync slowed to 3 ms (a slow disk), the number of WAL write groups (one sync each)
@@ -13,7 +14,13 @@ import time
 import concordkv_mp
 from concordkv_mp.io.fs import FileSystem
 
-SMALL = dict(memtable_size=8192, l0_compaction_trigger=2, level_base_size=32 * 1024, target_file_size=16 * 1024)
+SMALL_LSM = dict(memtable_size=8192, l0_compaction_trigger=2, level_base_size=32 * 1024, target_file_size=16 * 1024)
+
+
+def small(engine: str) -> dict:
+    if engine == "lsm":
+        return dict(SMALL_LSM, engine=engine)
+    return dict(engine=engine, memtable_size=8192, snapshot_wal_size=8192)
 
 
 class SlowLogSyncFS(FileSystem):
@@ -29,10 +36,10 @@ class SlowLogSyncFS(FileSystem):
         return log
 
 
-def test_concurrent_writers_share_fsyncs_and_lose_nothing(tmp_path):
+def test_concurrent_writers_share_fsyncs_and_lose_nothing(tmp_path, engine):
     threads_count, per_thread = 6, 150
     fs = SlowLogSyncFS()
-    with concordkv_mp.open(tmp_path, fsync="always", for_testing_fs=fs, compaction_workers=0, **SMALL) as db:
+    with concordkv_mp.open(tmp_path, fsync="always", for_testing_fs=fs, compaction_workers=0, **small(engine)) as db:
         errors = []
 
         def writer(t: int) -> None:
@@ -58,8 +65,8 @@ def test_concurrent_writers_share_fsyncs_and_lose_nothing(tmp_path):
                 assert db.get(b"t%d-%04d" % (t, i)) == b"value %d %d" % (t, i)
 
 
-def test_scans_see_their_snapshot_while_writers_and_compactions_run(tmp_path):
-    with concordkv_mp.open(tmp_path, fsync="none", **SMALL) as db:
+def test_scans_see_their_snapshot_while_writers_and_compactions_run(tmp_path, engine):
+    with concordkv_mp.open(tmp_path, fsync="none", **small(engine)) as db:
         db.mset({b"k%05d" % i: b"gen0" for i in range(3000)})
         stop = threading.Event()
         generations = []
@@ -69,6 +76,8 @@ def test_scans_see_their_snapshot_while_writers_and_compactions_run(tmp_path):
             while not stop.is_set():
                 generation += 1
                 db.mset({b"k%05d" % i: b"gen%d" % generation for i in range(0, 3000, 7)})
+                if generation % 10 == 0:
+                    db.compact()  # LSM: a full compaction; in-memory: a snapshot
             generations.append(generation)
 
         thread = threading.Thread(target=rewriter)
@@ -90,15 +99,15 @@ def test_scans_see_their_snapshot_while_writers_and_compactions_run(tmp_path):
             stop.set()
             thread.join()
         assert generations[0] > 0
-        assert db.stats()["flushes"] > 0
+        assert db.stats()["flushes" if engine == "lsm" else "snapshots"] > 0
 
 
-def test_group_commit_on_the_real_log_file(tmp_path):
+def test_group_commit_on_the_real_log_file(tmp_path, engine):
     """Regression: mmap.flush() (msync) held the GIL for the whole sync, so writers could
     not even queue behind it — 1,934 syncs for 2,000 writes from 4 threads. With the real
     file system, fdatasync, and 4 writers, syncs must be shared."""
     per_thread = 500
-    with concordkv_mp.open(tmp_path, fsync="always") as db:
+    with concordkv_mp.open(tmp_path, fsync="always", engine=engine) as db:
 
         def writer(t: int) -> None:
             for i in range(per_thread):
