@@ -112,7 +112,7 @@ def test_recovery_cuts_a_torn_tail_or_drops_a_headless_segment(tmp_path, memory_
 def test_snapshots_keep_the_wal_bounded(tmp_path, memory_engine):
     rng = random.Random(5)
     with concordkv_mp.open(tmp_path, engine=memory_engine, snapshot_wal_size=8192, **OPTIONS) as db:
-        for round_ in range(10):
+        for _round in range(10):
             for i in range(2000):
                 db.set(b"k%03d" % rng.randrange(200), b"%d" % i + b"x" * 30)
             # The snapshot thread catches up once the writer pauses.
