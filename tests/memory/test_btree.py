@@ -143,8 +143,8 @@ def test_structure_stats_and_container_bytes():
     key_list = [i.to_bytes(4, "big") for i in range(20000)]
     big.load_sorted(key_list, key_list)
     per_key = big.container_bytes() / len(big)
-    # Two list slots per key plus node overhead; a dict costs ~100 bytes a key.
-    assert 16 <= per_key < 40
+    # Two list slots per key plus node overhead, plus the point-index dict's slots.
+    assert 40 <= per_key < 90
     assert big.container_bytes() > small_bytes
 
 
@@ -267,6 +267,15 @@ def share_a_child(tree):
     parent.children[1] = parent.children[0]
 
 
+def drop_a_key_from_the_point_index(tree):
+    tree._point.pop(next(iter(tree._point)))
+
+
+def change_a_value_in_the_point_index(tree):
+    key = next(iter(tree._point))
+    tree._point[key] = b"not the leaf's value"
+
+
 @pytest.mark.parametrize(
     ("corrupt", "message"),
     [
@@ -287,6 +296,8 @@ def share_a_child(tree):
         (give_the_root_a_single_child, "single child"),
         (unsort_internal_keys, "out of order"),
         (share_a_child, "twice|separator"),
+        (drop_a_key_from_the_point_index, "point index holds"),
+        (change_a_value_in_the_point_index, "point index does not map"),
     ],
 )
 @pytest.mark.parametrize("order", [3, 4, 5])

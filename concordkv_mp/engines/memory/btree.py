@@ -26,9 +26,17 @@ one entry from a sibling with spare keys (left first) or else merging with a sib
 which removes one separator from the parent and may cascade; the root drops a level
 when it is an internal node left with a single child.
 
-`get`, `put` and `remove` descend iteratively without recording a path; only the rare
-split or underflow repair descends again with a path stack, so the common case pays
-nothing for it.
+`put` and `remove` descend iteratively without recording a path; only the rare split or
+underflow repair descends again with a path stack, so the common case pays nothing for it.
+
+Point index: a dict from key to value beside the tree serves `get` (and lets `remove` of
+an absent key skip the descent) — the design of sortedcontainers' SortedDict (a dict
+plus a sorted key list) and of Redis sorted sets (a dict plus a skip list). Measured at
+1M keys behind the engine, a get through the tree costs 1.56 us against 0.63 us through
+a dict: four levels of bisect over keys scattered in the heap, which is memory latency
+that Python cannot lay out better. The dict costs ~42 bytes a key (the key and value
+objects are shared) and one dict store per put. Order, ranges, splits and merges are all
+the tree's; `validate()` checks that the dict mirrors the leaves exactly.
 """
 
 from __future__ import annotations
@@ -65,7 +73,7 @@ class _Internal:
 class BPlusTree:
     name = "btree"
 
-    __slots__ = ("_len", "_max_keys", "_min_keys", "_order", "_root")
+    __slots__ = ("_len", "_max_keys", "_min_keys", "_order", "_point", "_root")
 
     def __init__(self, order: int = 100) -> None:
         order = operator.index(order)
@@ -75,6 +83,7 @@ class BPlusTree:
         self._max_keys = order - 1
         self._min_keys = (order + 1) // 2 - 1
         self._root = _Leaf([], [])
+        self._point: dict[bytes, bytes] = {}
         self._len = 0
 
     def __len__(self) -> int:
@@ -83,27 +92,20 @@ class BPlusTree:
     # ----------------------------------------------------------------- point operations
 
     def get(self, key: bytes) -> bytes | None:
-        node = self._root
-        internal = _Internal
-        while node.__class__ is internal:
-            node = node.children[bisect_right(node.keys, key)]
-        keys = node.keys
-        i = bisect_left(keys, key)
-        if i != len(keys) and keys[i] == key:
-            return node.values[i]
-        return None
+        return self._point.get(key)
 
     def put(self, key: bytes, value: bytes) -> bytes | None:
+        point = self._point
+        old = point.get(key)
+        point[key] = value
         node = self._root
         internal = _Internal
         while node.__class__ is internal:
             node = node.children[bisect_right(node.keys, key)]
         keys = node.keys
         i = bisect_left(keys, key)
-        if i != len(keys) and keys[i] == key:
-            values = node.values
-            old = values[i]
-            values[i] = value
+        if old is not None:
+            node.values[i] = value
             return old
         keys.insert(i, key)
         node.values.insert(i, value)
@@ -113,16 +115,17 @@ class BPlusTree:
         return None
 
     def remove(self, key: bytes) -> bytes | None:
+        old = self._point.pop(key, None)
+        if old is None:
+            return None
         node = self._root
         internal = _Internal
         while node.__class__ is internal:
             node = node.children[bisect_right(node.keys, key)]
         keys = node.keys
         i = bisect_left(keys, key)
-        if i == len(keys) or keys[i] != key:
-            return None
         del keys[i]
-        old = node.values.pop(i)
+        del node.values[i]
         self._len -= 1
         if len(keys) < self._min_keys and node is not self._root:
             # Separators did not change, so descending by the removed key again still
@@ -351,10 +354,12 @@ class BPlusTree:
                 upper_firsts.append(firsts[lo])
             level, firsts = upper, upper_firsts
         self._root = level[0]
+        self._point = dict(zip(keys, values))
         self._len = n
 
     def clear(self) -> None:
         self._root = _Leaf([], [])
+        self._point = {}
         self._len = 0
 
     def _levels(self):
@@ -392,10 +397,10 @@ class BPlusTree:
 
     def container_bytes(self) -> int:
         """sys.getsizeof of this object, every node and its two lists (keys and values,
-        or keys and children); the key and value bytes objects are not counted.
-        Cost O(nodes), about 1/50 of the keys at order 100."""
+        or keys and children) and of the point-index dict; the key and value bytes objects
+        are not counted. Cost O(nodes), about 1/50 of the keys at order 100."""
         size = sys.getsizeof
-        total = size(self)
+        total = size(self) + size(self._point)
         for level in self._levels():
             for node in level:
                 total += size(node) + size(node.keys)
@@ -426,6 +431,13 @@ class BPlusTree:
         count = sum(len(leaf.keys) for leaf in leaves)
         if count != self._len:
             raise InvariantError(f"len() is {self._len} but the leaves hold {count} pairs")
+        point = self._point
+        if len(point) != count:
+            raise InvariantError(f"the point index holds {len(point)} keys but the leaves {count}")
+        for leaf in leaves:
+            for key, value in zip(leaf.keys, leaf.values):
+                if point.get(key) is not value:
+                    raise InvariantError(f"the point index does not map {key!r} to its leaf's value")
 
     def _validate_node(self, node, lo, hi, depth, is_root, leaves, seen, expected_depth):
         """Check `node` and its subtree against the bounds lo <= key < hi; return the
