@@ -76,7 +76,7 @@ def test_scans_see_their_snapshot_while_writers_and_compactions_run(tmp_path, en
             while not stop.is_set():
                 generation += 1
                 db.mset({b"k%05d" % i: b"gen%d" % generation for i in range(0, 3000, 7)})
-                if generation % 10 == 0:
+                if generation % 10 == 1:
                     db.compact()  # LSM: a full compaction; in-memory: a snapshot
             generations.append(generation)
 

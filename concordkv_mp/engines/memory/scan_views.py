@@ -16,17 +16,22 @@ from __future__ import annotations
 
 import weakref
 
+from sortedcontainers import SortedList
+
 # Pairs read from the index per hold of the mutex: writers wait at most one chunk.
 CHUNK_PAIRS = 256
 
 
 class ScanView:
-    __slots__ = ("low", "high", "saved", "__weakref__")
+    __slots__ = ("low", "high", "saved", "saved_keys", "__weakref__")
 
     def __init__(self, low: bytes | None, high: bytes | None):
         self.low = low  # the part not yet scanned is [low, high)
         self.high = high
         self.saved: dict[bytes, bytes | None] = {}
+        # The saved keys in order, so that each chunk takes the pre-images inside it in
+        # O(log n + taken): a snapshot under heavy writes saves hundreds of thousands.
+        self.saved_keys = SortedList()
 
 
 class ScanViews:
@@ -51,6 +56,7 @@ class ScanViews:
             for key, _ in pairs:
                 if (low is None or key >= low) and (high is None or key < high) and key not in saved:
                     saved[key] = get(key)
+                    view.saved_keys.add(key)
 
 
 def read_chunks(view: ScanView, index, mutex, reverse: bool, check_open):
@@ -71,7 +77,7 @@ def read_chunks(view: ScanView, index, mutex, reverse: bool, check_open):
                     view.low = high
             else:
                 low, high = view.low, view.high
-            fixes = _take_saved(view.saved, low, high) if view.saved else None
+            fixes = _take_saved(view, low, high) if view.saved else None
         if fixes:
             merged = dict(live)
             for key, value in fixes.items():
@@ -86,12 +92,12 @@ def read_chunks(view: ScanView, index, mutex, reverse: bool, check_open):
             return
 
 
-def _take_saved(saved: dict, low: bytes | None, high: bytes | None) -> dict:
-    taken = {
-        key: value
-        for key, value in saved.items()
-        if (low is None or key >= low) and (high is None or key < high)
-    }
-    for key in taken:
-        del saved[key]
-    return taken
+def _take_saved(view: ScanView, low: bytes | None, high: bytes | None) -> dict:
+    """Remove and return the pre-images of keys in [low, high)."""
+    keys = view.saved_keys
+    first = 0 if low is None else keys.bisect_left(low)
+    last = len(keys) if high is None else keys.bisect_left(high)
+    taken = keys[first:last]
+    del keys[first:last]
+    saved = view.saved
+    return {key: saved.pop(key) for key in taken}
