@@ -20,7 +20,7 @@ import time
 import pytest
 
 import concordkv_mp
-from concordkv_mp.errors import CorruptionError, ReadOnlyError, StorageIOError
+from concordkv_mp.errors import ClosedError, CorruptionError, ReadOnlyError, StorageIOError
 from concordkv_mp.options import ENGINES
 from tests.support.faulty_fs import FaultInjectionFS
 from tests.support.layout import engine_directory
@@ -168,3 +168,14 @@ def test_stats_report_counts_bytes_memory_and_structure(tmp_path, engine):
         assert 0.4 < structure["leaf_fill"] <= 1.0
     if engine == "rbtree":
         assert 12 <= stats["structure"]["height"] <= 2 * 12  # log2(3000) ~ 11.6
+
+
+def test_every_call_after_close_raises_closed(tmp_path, memory_engine):
+    # btree's get runs without the engine's mutex; after close it must still refuse.
+    db = concordkv_mp.open(tmp_path, engine=memory_engine)
+    db.set(b"k", b"v")
+    scan = db.scan()
+    db.close()
+    for call in (lambda: db.get(b"k"), lambda: db.set(b"k", b"w"), db.count, lambda: list(scan)):
+        with pytest.raises(ClosedError):
+            call()

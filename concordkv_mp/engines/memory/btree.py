@@ -72,6 +72,9 @@ class _Internal:
 
 class BPlusTree:
     name = "btree"
+    # get() reads only the point-index dict, whose lookups of bytes keys are atomic under
+    # the GIL, so the engine may call it without its mutex.
+    lock_free_get = True
 
     __slots__ = ("_len", "_max_keys", "_min_keys", "_order", "_point", "_root")
 

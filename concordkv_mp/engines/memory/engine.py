@@ -6,7 +6,9 @@ openers out). The index is a plain single-threaded structure; this class supplie
 everything else, once for all four kinds:
 - every read and write holds `_mutex` (a B+tree split or a hash-table resize is not
   safe to read halfway), and a batch is applied whole under it, so readers see all of a
-  batch or none of it;
+  batch or none of it — except `get` on an index that declares `lock_free_get` (the
+  B+tree's point-index dict): one key's lookup is atomic anyway, and like the LSM
+  engine's lock-free gets, two gets may then straddle a batch being applied;
 - writes go to the WAL before the index. With fsync="always" they queue in the shared
   `WriteQueue`, and the leader fsyncs with the mutex released and applies the group only
   then — a reader never sees a write that a crash could still lose. Otherwise an
@@ -82,6 +84,8 @@ class MemoryEngine:
         except BaseException:
             self._lock_file.release()
             raise
+        if getattr(index, "lock_free_get", False):
+            self.get = index.get  # close() removes it, and get() checks again
         self._threads = [threading.Thread(target=self._snapshot_loop, name=f"ckv-{self.name}-snapshot", daemon=True)]
         if options.fsync == "everysec":
             self._threads.append(threading.Thread(target=self._sync_loop, name=f"ckv-{self.name}-wal-sync", daemon=True))
@@ -291,6 +295,7 @@ class MemoryEngine:
             if self._closed:
                 return
             self._closed = True
+            self.__dict__.pop("get", None)
             try:
                 self._journal.close(sync=self._bg_error is None)
             finally:
