@@ -179,3 +179,27 @@ def test_every_call_after_close_raises_closed(tmp_path, memory_engine):
     for call in (lambda: db.get(b"k"), lambda: db.set(b"k", b"w"), db.count, lambda: list(scan)):
         with pytest.raises(ClosedError):
             call()
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_a_scan_across_many_chunks_keeps_its_snapshot_under_writes(tmp_path, memory_engine, reverse):
+    # Thousands of keys, so the scan crosses chunk boundaries (128, 256, ... 1,024 pairs)
+    # while keys ahead of it, behind it and at its edges are inserted, rewritten, deleted.
+    rng = random.Random(11)
+    with concordkv_mp.open(tmp_path, engine=memory_engine, btree_order=4) as db:
+        snapshot = {b"k%05d" % i: b"v%d" % i for i in range(0, 6000, 2)}
+        db.mset(snapshot)
+        scan = db.scan(reverse=reverse)
+        got = []
+        for step, pair in enumerate(scan):
+            got.append(pair)
+            if step % 7 == 0:
+                key = b"k%05d" % rng.randrange(6000)
+                roll = rng.random()
+                if roll < 0.4:
+                    db.set(key, b"new")
+                elif roll < 0.7:
+                    db.delete(key)
+                else:
+                    db.mset({key: b"batch", b"k%05d" % rng.randrange(6000): b"batch"})
+        assert got == sorted(snapshot.items(), reverse=reverse)

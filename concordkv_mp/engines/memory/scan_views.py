@@ -18,8 +18,11 @@ import weakref
 
 from sortedcontainers import SortedList
 
-# Pairs read from the index per hold of the mutex: writers wait at most one chunk.
-CHUNK_PAIRS = 256
+# Pairs read from the index per hold of the mutex: writers wait at most one chunk. The
+# first chunk is small because most scans are short (a 100-pair scan read 256 pairs:
+# 1.5 to 2x slower on every index); chunks then double up to the last size.
+FIRST_CHUNK_PAIRS = 128
+MAX_CHUNK_PAIRS = 1024
 
 
 class ScanView:
@@ -61,11 +64,12 @@ class ScanViews:
 
 def read_chunks(view: ScanView, index, mutex, reverse: bool, check_open):
     """Yield non-empty lists of (key, value), in scan order, as of the view's opening."""
+    size = FIRST_CHUNK_PAIRS
     while True:
         with mutex:
             check_open()
-            live = index.range_list(view.low, view.high, reverse, CHUNK_PAIRS)
-            more = len(live) == CHUNK_PAIRS
+            live = index.range_list(view.low, view.high, reverse, size)
+            more = len(live) == size
             # This chunk covers the unscanned range up to its last key (all of it if the
             # index had no more); pre-images inside that part apply now.
             if more:
@@ -90,6 +94,7 @@ def read_chunks(view: ScanView, index, mutex, reverse: bool, check_open):
             yield live
         if not more:
             return
+        size = min(2 * size, MAX_CHUNK_PAIRS)
 
 
 def _take_saved(view: ScanView, low: bytes | None, high: bytes | None) -> dict:
