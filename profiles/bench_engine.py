@@ -53,8 +53,21 @@ keeping only what the store retains, divided by K; a plain dict is measured the 
 for reference), the files per level of the three LSMs and ConcordKV-MP's write
 amplification after the settle step (from db.stats()), and each store's size on disk.
 
+With --engines the run is the engine matrix instead (profiles/engine_matrix.py): all five
+engines (lsm, btree, rbtree, hash, array) through the engine interface with fsync="none",
+a dict and a SortedDict behind the same in-memory engine path, and the raw peers dict,
+sortedcontainers' SortedDict and LevelDB, on random put, random get, 100-pair range
+scans and RSS memory per key (each store filled in a fresh subprocess), over --keys (the
+array engine over --array-keys, next to btree, dict and SortedDict at that size); it
+prints the ratios the engines are held to (btree vs SortedDict, hash vs dict, memory vs
+dict) with each target met or missed. --keys, --quick, --repeat, --phase-seconds,
+--seed, --cache-mb, --memtable-mb, --markdown and --json apply to it too; --auto-snapshots
+lets the in-memory engines snapshot on their own during the fill, as they do by default.
+
   python profiles/bench_engine.py [--keys N | --quick] [--repeat R] [--json FILE] [--markdown]
   python profiles/bench_engine.py --profile      # cProfile of ConcordKV-MP's phases
+  python profiles/bench_engine.py --engines [--keys N] [--array-keys M | --quick] [--repeat R]
+  python profiles/bench_engine.py --engines --profile   # cProfile of the btree and hash gets
 """
 
 from __future__ import annotations
@@ -568,14 +581,32 @@ def check_reads(store: Store, w: Workload) -> None:
         raise AssertionError(f"{store.name}: range scan from {start!r} returned wrong keys")
 
 
-def bench_store(store: Store, w: Workload, root: Path, budget: float, log) -> dict:
+def store_run(store: Store, budget: float):
+    """A run's record for one store, and `run(name, phase, *args)`, which times
+    phase(store, *args, budget) into record["phases"][name]."""
     out = {"phases": {}, "loadavg_1min": [os.getloadavg()[0]]}
-    phases = out["phases"]
 
     def run(name, phase, *args):
         gc.collect()  # outside the timing: no store pays for the garbage of the one before
-        phases[name] = phase(store, *args, budget)
+        out["phases"][name] = phase(store, *args, budget)
 
+    return out, run
+
+
+def fill_and_settle(store: Store, out: dict, run, phase: str, keys, values) -> None:
+    """Time a fill of the open store as `phase` (see store_run); refuse one the budget cut
+    short, since reads would then miss keys; then time store.settle()."""
+    run(phase, phase_put, keys, values)
+    if out["phases"][phase]["truncated"]:
+        raise RuntimeError(f"{store.name}: {phase} did not finish within --phase-seconds; raise it")
+    t0 = time.perf_counter()
+    store.settle()
+    out["settle_seconds"] = time.perf_counter() - t0
+
+
+def bench_store(store: Store, w: Workload, root: Path, budget: float, log) -> dict:
+    out, run = store_run(store, budget)
+    phases = out["phases"]
     path = root / f"{store.name}-seq"
     store.open(path)
     run("seq_put", phase_put, w.seq_keys, w.seq_values)
@@ -585,13 +616,8 @@ def bench_store(store: Store, w: Workload, root: Path, budget: float, log) -> di
 
     path = root / f"{store.name}-rand"
     store.open(path)
-    run("rand_put", phase_put, w.rand_keys, w.rand_values)
+    fill_and_settle(store, out, run, "rand_put", w.rand_keys, w.rand_values)
     log(f"  rand_put    {phases['rand_put']['ops_per_sec']:>12,.0f}/s")
-    if phases["rand_put"]["truncated"]:
-        raise RuntimeError(f"{store.name}: random load did not finish within --phase-seconds; raise it")
-    t0 = time.perf_counter()
-    store.settle()
-    out["settle_seconds"] = time.perf_counter() - t0
     out["files_per_level"] = store.files_per_level()
     out["stats_after_settle"] = store.stats()
     store.reopen_cold()
@@ -616,14 +642,34 @@ def bench_store(store: Store, w: Workload, root: Path, budget: float, log) -> di
     return out
 
 
-def fastest_of(runs: list) -> dict:
+def fastest_of(runs: list, phases=PHASES) -> dict:
     """Each phase's fastest run (as timeit does: interference only ever slows a run);
     the shape and stats of the last run."""
     best = dict(runs[-1])
-    best["phases"] = {p: max((r["phases"][p] for r in runs), key=lambda x: x["ops_per_sec"]) for p in PHASES}
+    best["phases"] = {p: max((r["phases"][p] for r in runs), key=lambda x: x["ops_per_sec"]) for p in phases}
     best["settle_seconds"] = min(r["settle_seconds"] for r in runs)
     best["loadavg_1min"] = [x for r in runs for x in r["loadavg_1min"]]
     return best
+
+
+def take_turns(entries: dict, repeat: int, bench_one, log, phases=PHASES) -> None:
+    """`repeat` rounds of entries[name]["runs"].append(bench_one(name)) over every entry
+    (a dict with "version" and "runs"), then each entry takes its fastest_of. Rounds go
+    over all stores in turn, so that a burst of load from elsewhere on the machine hits
+    one round of every store rather than every round of one store."""
+    for r in range(repeat):
+        for name, entry in entries.items():
+            if "error" in entry:
+                continue
+            log(f"{name} ({entry['version']}), run {r + 1} of {repeat}")
+            try:
+                entry["runs"].append(bench_one(name))
+            except Exception as e:  # noqa: BLE001 -- one broken store must not void the others' run
+                entry["error"] = f"{type(e).__name__}: {e}"
+                log(f"  FAILED: {entry['error']}")
+    for entry in entries.values():
+        if entry["runs"]:
+            entry.update(fastest_of(entry["runs"], phases))
 
 
 # --- MemTable memory -------------------------------------------------------------------
@@ -667,30 +713,30 @@ def measure_memtable(settings: dict, root: Path, k: int) -> dict:
 # --- profiling -------------------------------------------------------------------------
 
 
+def profiled(title: str, phase, top: int) -> None:
+    """Run `phase()` (a phase_* call) under cProfile; print the `top` functions by own
+    time. cProfile sees only the calling thread (not an engine's background threads) and
+    inflates the cost of Python calls, so its ops/s are not the benchmark's."""
+    gc.collect()
+    profile = cProfile.Profile()
+    profile.enable()
+    result = phase()
+    profile.disable()
+    print(f"\n=== {title}: {result['ops']:,} ops, {result['ops_per_sec']:,.0f}/s under cProfile ===")
+    pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(top)
+
+
 def profile_concordkv(w: Workload, settings: dict, root: Path, budget: float, top: int) -> None:
-    """cProfile ConcordKV-MP's random put, warm get and full scan; print the `top`
-    functions by own time. cProfile sees only the calling thread (not the engine's
-    background flush/compaction thread) and inflates the cost of Python calls, so its
-    ops/s are not the benchmark's."""
+    """cProfile ConcordKV-MP's random put, warm get and full scan."""
     store = ConcordKV(settings)
     path = root / "profile"
-
-    def profiled(title, phase):
-        gc.collect()
-        profile = cProfile.Profile()
-        profile.enable()
-        result = phase()
-        profile.disable()
-        print(f"\n=== {title}: {result['ops']:,} ops, {result['ops_per_sec']:,.0f}/s under cProfile ===")
-        pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(top)
-
     store.open(path)
-    profiled("rand_put", lambda: phase_put(store, w.rand_keys, w.rand_values, budget))
+    profiled("rand_put", lambda: phase_put(store, w.rand_keys, w.rand_values, budget), top)
     store.settle()
     store.reopen_cold()
     phase_get(store, w.cold_keys, budget)
-    profiled("get_warm", lambda: phase_get(store, w.warm_keys, budget))
-    profiled("full_scan", lambda: phase_full_scan(store, w.n, budget))
+    profiled("get_warm", lambda: phase_get(store, w.warm_keys, budget), top)
+    profiled("full_scan", lambda: phase_full_scan(store, w.n, budget), top)
     store.close()
 
 
@@ -751,17 +797,48 @@ def render(headers: list, rows: list, markdown: bool, numeric: bool = True) -> s
     return "\n".join([fmt(cells[0]), fmt(["-" * w for w in widths])] + [fmt(row) for row in cells[1:]])
 
 
+def new_run(root: Path, settings: dict) -> dict:
+    """A run's record, before any results: where and what it runs on, and its settings."""
+    return {"machine": machine(), "filesystem": filesystem_of(root), "revision": checkout_revision(),
+            "settings": settings, "results": {}}
+
+
+def publish(run: dict, text: str, json_path: str | None) -> None:
+    """Print the report; write the whole record to `json_path` if given."""
+    print(text)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(run, f, indent=2, default=str)
+
+
+def heading(markdown: bool):
+    """A function that makes a section title."""
+    return (lambda title: f"### {title}") if markdown else (lambda title: f"\n== {title} ==")
+
+
+def machine_lines(run: dict, markdown: bool) -> list:
+    """The report's opening section: the machine and the revision under test."""
+    m = run["machine"]
+    return [heading(markdown)("Machine"),
+            (f"{m['cpu']}, {m['physical_cores']} physical / {m['logical_cores']} logical cores, "
+             f"{m['ram_gib']} GiB RAM, {m['python']}, {m['os']}; data on {run['filesystem']}"),
+            f"ConcordKV-MP revision: {run['revision']}"]
+
+
+def load_lines(run: dict, names: list) -> list:
+    """The range of the load average over the runs of the stores `names`, if any ran."""
+    loads = [x for n in names for x in run["results"][n]["loadavg_1min"]]
+    if not loads:
+        return []
+    return [(f"1-minute load average at the start and end of each store's runs: {min(loads):.2f} to {max(loads):.2f} "
+             f"on {run['machine']['logical_cores']} cores (this benchmark alone accounts for about 1)")]
+
+
 def report(run: dict, markdown: bool) -> str:
     results = run["results"]
     names = [name for name in results if "phases" in results[name]]
-    out = []
-    section = (lambda title: f"### {title}") if markdown else (lambda title: f"\n== {title} ==")
-
-    m = run["machine"]
-    out.append(section("Machine"))
-    out.append(f"{m['cpu']}, {m['physical_cores']} physical / {m['logical_cores']} logical cores, "
-               f"{m['ram_gib']} GiB RAM, {m['python']}, {m['os']}; data on {run['filesystem']}")
-    out.append(f"ConcordKV-MP revision: {run['revision']}")
+    section = heading(markdown)
+    out = machine_lines(run, markdown)
     s = run["settings"]
     out.append(f"{s['keys']:,} keys of {KEY_SIZE} bytes, {VALUE_SIZE}-byte values (half compressible), "
                f"seed {s['seed']}, memtable {s['memtable_mb']} MiB, cache {s['cache_mb']} MiB, "
@@ -774,10 +851,7 @@ def report(run: dict, markdown: bool) -> str:
     for n in results:
         if "error" in results[n]:
             out.append(f"{n}: FAILED: {results[n]['error']}")
-    loads = [x for n in names for x in results[n]["loadavg_1min"]]
-    if loads:
-        out.append(f"1-minute load average at the start and end of each store's runs: {min(loads):.2f} to {max(loads):.2f} "
-                   f"on {m['logical_cores']} cores (this benchmark alone accounts for about 1)")
+    out += load_lines(run, names)
     out.append("Durability: ConcordKV-MP runs with fsync=\"none\" against the peers' default "
                "non-sync writes; no store fsyncs, every write reaches the OS before the call returns.")
 
@@ -861,7 +935,20 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", action="store_true",
                     help="instead of the benchmark, cProfile ConcordKV-MP's rand_put, get_warm and full_scan")
     ap.add_argument("--profile-top", type=int, default=15)
+    ap.add_argument("--engines", action="store_true",
+                    help="instead of the LSM-vs-peers run, compare the five engines with each other and "
+                         "with dict, SortedDict and LevelDB (profiles/engine_matrix.py); with --profile, "
+                         "cProfile the btree and hash gets")
+    ap.add_argument("--array-keys", type=int, default=100_000,
+                    help="with --engines: keys for the array engine and its references (default 100,000)")
+    ap.add_argument("--auto-snapshots", action="store_true",
+                    help="with --engines: keep the in-memory engines' automatic snapshots (snapshot_wal_size "
+                         "64 MiB); by default they are off and only the settle step writes one")
     args = ap.parse_args(argv)
+    if args.engines:
+        import engine_matrix  # imports this module back by name, for the shared helpers
+
+        return engine_matrix.main(args)
 
     n = 100_000 if args.quick else args.keys
     settings = {"keys": n, "cache_mb": args.cache_mb, "memtable_mb": args.memtable_mb,
@@ -885,34 +972,16 @@ def main(argv=None) -> int:
             profile_concordkv(w, settings, root, args.phase_seconds, args.profile_top)
             return 0
 
-        run = {"machine": machine(), "filesystem": filesystem_of(root), "revision": checkout_revision(),
-               "settings": settings, "results": {}}
+        run = new_run(root, settings)
         entries = run["results"]
         for s in stores:
             entries[s.name] = {"version": s.version(), "durability": s.durability, "cache": s.cache, "runs": []}
-        # Rounds go over all stores in turn, so that a burst of load from elsewhere on the
-        # machine hits one round of every store rather than every round of one store.
-        for r in range(args.repeat):
-            for store in stores:
-                entry = entries[store.name]
-                if "error" in entry:
-                    continue
-                log(f"{store.name} ({entry['version']}), run {r + 1} of {args.repeat}")
-                try:
-                    entry["runs"].append(bench_store(store, w, root, args.phase_seconds, log))
-                except Exception as e:  # one broken store must not void the others' run
-                    entry["error"] = f"{type(e).__name__}: {e}"
-                    log(f"  FAILED: {entry['error']}")
-        for entry in entries.values():
-            if entry["runs"]:
-                entry.update(fastest_of(entry["runs"]))
+        by_name = {s.name: s for s in stores}
+        take_turns(entries, args.repeat, lambda name: bench_store(by_name[name], w, root, args.phase_seconds, log), log)
         if "phases" in entries.get(ConcordKV.name, {}):
             run["memtable"] = measure_memtable(settings, root, min(n, MEMTABLE_PROBE_KEYS))
 
-        print(report(run, args.markdown))
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(run, f, indent=2, default=str)
+        publish(run, report(run, args.markdown), args.json)
         return 0
     finally:
         shutil.rmtree(root, ignore_errors=True)
