@@ -26,6 +26,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python profiles/bench_engine.py
+	$(BIN)/python profiles/bench_engine.py --engines
 
 clean:
 	rm -rf $(VENV) demo-data .pytest_cache .hypothesis
