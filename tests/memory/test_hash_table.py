@@ -1,7 +1,9 @@
 """HashTable specifics: keys whose hashes collide in the low bits (long probe runs that
 wrap around the end of the table), deletion by backward shift slot by slot, growth and
-shrink over several resizes, the sorted-cache invalidation rules, presizing by
-load_sorted, the stats, and validate() catching deliberately broken tables. What every
+shrink over several resizes, the two key lists that order scans (stale entries and
+repeats, scans under changes between chunks, when they fold, and that a chunked scan
+with a put before every chunk never sorts all keys again), presizing by load_sorted,
+the stats, and validate() catching deliberately broken tables. What every
 index must do (random operations against a dict model with validate() after each one,
 scans, load_sorted, clear, ...) is in test_index_contract.py, whose keys include the same
 colliding ones."""
@@ -14,13 +16,21 @@ from itertools import pairwise
 
 import pytest
 
-from concordkv_mp.engines.memory.hash_table import EMPTY, MIN_CAPACITY, HashTable
+from concordkv_mp.engines.memory import hash_table
+from concordkv_mp.engines.memory.hash_table import (
+    EMPTY,
+    FOLD_SLACK,
+    MIN_CAPACITY,
+    HashTable,
+)
 from tests.memory.index_model import (
     COLLIDING,
     apply_op,
     assert_detected,
     assert_same,
     colliding_keys,
+    model_range,
+    scan_in_chunks,
 )
 
 
@@ -153,40 +163,256 @@ def test_backward_shift_moves_nothing_into_a_hole_before_the_homes():
     assert_same(table, {c: c, d: d, e: e, f: f})
 
 
-# --- scans and the sorted cache ----------------------------------------------------------
+# --- scans over the two key lists ------------------------------------------------------
 
 
-def test_sorted_cache_invalidation():
+def order_lists(table: HashTable) -> tuple[list, list]:
+    return table._sorted, table._added
+
+
+def test_key_lists_follow_puts_removes_and_replacements():
     table = HashTable()
-    table.put(b"b", b"1")
-    table.put(b"d", b"2")
-    assert table.range_list(None, None, False, 10) == [(b"b", b"1"), (b"d", b"2")]
-    assert table.structure_stats()["sorted_cache"]
-    # A value replacement keeps the cache, and the scan shows the new value.
-    table.put(b"d", b"3")
-    assert table.structure_stats()["sorted_cache"]
-    assert table.range_list(None, None, True, 10) == [(b"d", b"3"), (b"b", b"1")]
-    # A new key drops it; the next scan sees the key.
-    table.put(b"c", b"4")
-    assert not table.structure_stats()["sorted_cache"]
-    table.validate()
-    assert table.range_list(None, None, False, 10) == [(b"b", b"1"), (b"c", b"4"), (b"d", b"3")]
-    # So does a removal.
-    table.remove(b"b")
-    assert not table.structure_stats()["sorted_cache"]
-    assert table.range_list(None, None, False, 10) == [(b"c", b"4"), (b"d", b"3")]
-    # Removing an absent key changes nothing, the cache included.
+    table.load_sorted([b"b", b"d", b"f"], [b"1", b"2", b"3"])
+    assert order_lists(table) == ([b"b", b"d", b"f"], [])
+    # A replacement changes no list; a new key is appended unordered.
+    assert table.put(b"d", b"4") == b"2"
+    table.put(b"e", b"5")
+    table.put(b"a", b"6")
+    assert order_lists(table) == ([b"b", b"d", b"f"], [b"e", b"a"])
+    # A removal leaves its key behind as a stale entry; an absent key changes nothing.
+    table.remove(b"f")
     assert table.remove(b"zz") is None
-    assert table.structure_stats()["sorted_cache"]
+    assert order_lists(table) == ([b"b", b"d", b"f"], [b"e", b"a"])
+    assert table.structure_stats()["stale_keys"] == 1
+    table.validate()
+    # A key removed and put again is listed twice (a removed new one, twice in _added).
+    table.remove(b"b")
+    table.put(b"b", b"7")
+    table.remove(b"e")
+    table.put(b"e", b"8")
+    assert order_lists(table) == ([b"b", b"d", b"f"], [b"e", b"a", b"b", b"e"])
+    assert table.structure_stats()["stale_keys"] == 3
+    table.validate()
+    model = {b"a": b"6", b"b": b"7", b"d": b"4", b"e": b"8"}
+    assert_same(table, model)
+    # The scan ordered _added in place and skipped the stale and repeated entries.
+    assert order_lists(table) == ([b"b", b"d", b"f"], [b"a", b"b", b"e", b"e"])
+    for size in (1, 2, 3):
+        for reverse in (False, True):
+            assert scan_in_chunks(table, None, None, reverse, size) == model_range(
+                model, None, None, reverse, 10
+            )
+    assert table.structure_stats()["folds"] == 0
     table.clear()
+    assert order_lists(table) == ([], [])
     assert table.range_list(None, None, False, 10) == []
+
+
+def test_a_scan_orders_the_new_keys_by_insertion_or_by_sorting(monkeypatch):
+    """A few keys put since the last scan are inserted into the ordered part of
+    `_added`; more than INSORT_MAX are sorted with it. Both give the same order."""
+    monkeypatch.setattr(hash_table, "INSORT_MAX", 3)
+    rng = random.Random(3)
+    table, model = HashTable(), {}
+    for burst in (1, 3, 4, 2, 9, 0, 1):
+        for _ in range(burst):
+            apply_op(table, model, ("put", rng.randbytes(2), b"v"))
+        apply_op(table, model, ("range", None, None, bool(burst % 2), 5))
+        assert table._added_sorted == len(table._added)
+        assert table._added == sorted(table._added)
+    assert_same(table, model)
+
+
+def changes_between_chunks(table, model, pool, rng, seen):
+    """Random puts of new keys, removals, puts of removed keys again and replacements,
+    each checked by apply_op (validate() included); notes when some key is in both
+    lists, or twice in _added."""
+
+    def change(chunk):
+        for _ in range(rng.randint(1, 30)):
+            roll = rng.random()
+            present = list(model)
+            if roll < 0.35 or not present:
+                op = ("put", rng.choice(pool), b"new")
+            elif roll < 0.7:
+                op = ("remove", rng.choice(present))
+            else:
+                op = ("put", rng.choice(present), b"replaced")
+            apply_op(table, model, op)
+        listed = table._sorted + table._added
+        seen["stale"] = max(seen["stale"], table.structure_stats()["stale_keys"])
+        seen["repeats"] |= len(set(listed)) < len(listed)
+
+    return change
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("slack", [4096, 8], ids=["no-folds", "folds"])
+def test_chunked_scans_under_interleaved_changes_match_the_model(monkeypatch, reverse, slack):
+    """Between chunks, new keys, removals and removed keys put again land on both sides
+    of the cursor: each chunk is exactly the next pairs of the current content. With a
+    slack of 8 keys the lists also fold often (merges, rebuilds, stale drops)."""
+    monkeypatch.setattr(hash_table, "FOLD_SLACK", slack)
+    rng = random.Random(slack + reverse)
+    pool = [rng.randbytes(rng.randint(1, 3)) for _ in range(300)] + COLLIDING
+    table, model = HashTable(), {}
+    loaded = sorted(set(pool[::2]))
+    table.load_sorted(loaded, loaded)
+    model.update(zip(loaded, loaded))
+    seen = {"stale": 0, "repeats": False}
+    change = changes_between_chunks(table, model, pool, rng, seen)
+    for size in (1, 3, 7, 16):
+        start = end = None
+        while True:
+            chunk = table.range_list(start, end, reverse, size)
+            assert chunk == model_range(model, start, end, reverse, size)
+            if len(chunk) < size:
+                break
+            if reverse:
+                end = chunk[-1][0]
+            else:
+                start = chunk[-1][0] + b"\x00"
+            change(chunk)
+    assert_same(table, model)
+    assert seen["stale"] > 20 and seen["repeats"]
+    folds = table.structure_stats()["folds"]
+    assert folds > 20 if slack == 8 else folds == 0
+
+
+class CountingKey(bytes):
+    """A bytes key that counts its `<` comparisons: those are what sorting and bisecting
+    the key lists cost."""
+
+    __slots__ = ()
+    compared = 0
+
+    def __lt__(self, other):
+        CountingKey.compared += 1
+        return bytes.__lt__(self, other)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_chunked_full_scan_with_a_new_key_before_every_chunk_never_sorts_all(reverse):
+    """The engine's snapshot pattern: 200k keys read 256 at a time, a new key put
+    before every chunk. The scan must cost O(log n + chunk) comparisons per chunk, not
+    the O(n log n) of sorting all keys again (3.5M comparisons each time)."""
+    n = 200_000
+    rng = random.Random(reverse)
+    keys = sorted({CountingKey(rng.randbytes(8)) for _ in range(n)})
+    table = HashTable()
+    table.load_sorted(keys, keys)
+    new = [CountingKey(rng.randbytes(8)) for _ in range(n // 128)]
+    put = []
+    ahead = []  # the new keys the cursor had not passed: the scan must return them
+
+    def put_one(chunk):
+        key = new[len(put)]
+        table.put(key, key)
+        put.append(key)
+        if (key > chunk[-1][0]) != reverse:
+            ahead.append(key)
+
+    CountingKey.compared = 0
+    result = scan_in_chunks(table, None, None, reverse, 256, put_one)
+    compared = CountingKey.compared
+    assert [k for k, _ in result] == sorted(keys + ahead, reverse=reverse)
+    assert len(put) > n // 256 and 0 < len(ahead) < len(put)
+    stats = table.structure_stats()
+    assert stats["folds"] == 0 and stats["added_keys"] == len(put)
+    # ~200 per chunk: bisections, one insertion, a merge when new keys are in the chunk.
+    assert compared < 2 * n, compared
+
+
+def test_chunked_full_scan_of_a_table_filled_by_puts_sorts_once():
+    n = 200_000
+    rng = random.Random(9)
+    table = HashTable()
+    for key in {rng.randbytes(8) for _ in range(n)}:
+        table.put(key, b"v")
+    chunks = 0
+
+    def put_one(_chunk):
+        nonlocal chunks
+        chunks += 1
+        table.put(rng.randbytes(9), b"w")
+
+    result = scan_in_chunks(table, None, None, False, 256, put_one)
+    assert chunks > n // 256 and len(result) > n
+    # The first chunk sorted the keys (none were in order); the new ones never fold.
+    assert table.structure_stats()["folds"] == 1
+    assert table.structure_stats()["added_keys"] == chunks
+
+
+# --- when the key lists fold ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [1000, 80_000], ids=["rebuild", "merge"])
+def test_a_scan_folds_once_the_new_keys_pass_their_share(count):
+    """_added folds when it passes max(FOLD_SLACK, n/16) keys: by a rebuild from the
+    slots if it holds more than half as many keys as _sorted, by a merge otherwise."""
+    loaded = [i.to_bytes(4, "big") for i in range(0, 4 * count, 4)]
+    table, model = HashTable(), dict(zip(loaded, loaded))
+    table.load_sorted(loaded, loaded)
+    new = [(4 * i + 1).to_bytes(4, "big") for i in range(count + FOLD_SLACK)]
+    random.Random(count).shuffle(new)
+    fresh = iter(new)
+
+    def put_new():
+        key = next(fresh)
+        table.put(key, b"n")
+        model[key] = b"n"
+
+    while len(table._added) + 1 <= max(FOLD_SLACK, (len(table) + 1) >> 4):
+        put_new()
+    # At the limit: the scan orders _added and folds nothing; replacing adds nothing.
+    table.put(loaded[0], b"replaced")
+    model[loaded[0]] = b"replaced"
+    assert len(table._added) == max(FOLD_SLACK, len(table) >> 4)
+    assert table.range_list(None, None, False, 1) == [(loaded[0], b"replaced")]
+    assert table.structure_stats()["folds"] == 0
+    put_new()
+    removed = table._added[0]
+    table.remove(removed)  # a stale entry: a merge keeps it, a rebuild drops it
+    del model[removed]
+    assert table.range_list(None, None, True, 1) == [max(model.items())]
+    stats = table.structure_stats()
+    assert stats["folds"] == 1 and stats["added_keys"] == 0
+    assert stats["stale_keys"] == (0 if count == 1000 else 1)
+    assert stats["sorted_keys"] == len(table) + stats["stale_keys"]
+    assert_same(table, model)
+
+
+def test_a_removal_drops_the_stale_keys_once_they_pass_their_share():
+    """Removals fold the lists (dropping stale keys) once the entries beyond the stored
+    keys pass n/4 + FOLD_SLACK, counting a key removed and put again as one."""
+    count = 24_000
+    keys = [i.to_bytes(3, "big") for i in range(count)]
+    table = HashTable()
+    table.load_sorted(keys, keys)
+    table.remove(keys[0])
+    table.put(keys[0], b"again")  # listed twice: one entry beyond the stored keys
+    removed = 1
+    for key in keys[1:]:
+        if removed + 1 > ((count - removed) >> 2) + FOLD_SLACK:
+            break
+        table.remove(key)
+        removed += 1
+    stats = table.structure_stats()
+    assert stats["folds"] == 0 and stats["stale_keys"] == removed
+    table.validate()
+    table.remove(keys[removed])
+    stats = table.structure_stats()
+    assert stats["folds"] == 1
+    assert stats["stale_keys"] == stats["added_keys"] == 0
+    assert table._sorted == sorted(keys[removed + 1 :] + keys[:1])
+    table.validate()
 
 
 # --- load_sorted, stats, memory -------------------------------------------------------
 
 
 @pytest.mark.parametrize("count", [0, 1, 5, 6, 1000])
-def test_load_sorted_presizes_and_keeps_the_sorted_cache(count):
+def test_load_sorted_presizes_and_keeps_the_keys_in_order(count):
     rng = random.Random(count)
     keys = sorted({rng.randbytes(rng.randint(1, 6)) for _ in range(count)})
     table = HashTable()
@@ -194,8 +420,12 @@ def test_load_sorted_presizes_and_keeps_the_sorted_cache(count):
     table.validate()
     stats = table.structure_stats()
     assert stats["resizes"] == 0
-    assert stats["sorted_cache"]
     assert stats["load_factor"] <= 2 / 3
+    assert table._sorted == keys and table._sorted is not keys
+    assert (stats["sorted_keys"], stats["added_keys"], stats["stale_keys"]) == (len(keys), 0, 0)
+    # The first scan reads the given order as it is.
+    assert [k for k, _ in table.range_list(None, None, False, count + 1)] == keys
+    assert table.structure_stats()["folds"] == 0
 
 
 def test_structure_stats_and_container_bytes():
@@ -203,7 +433,8 @@ def test_structure_stats_and_container_bytes():
     stats = table.structure_stats()
     assert stats == {
         "capacity": MIN_CAPACITY, "load_factor": 0.0, "resizes": 0,
-        "max_probe": 0, "mean_probe": 0.0, "sorted_cache": False,
+        "max_probe": 0, "mean_probe": 0.0,
+        "sorted_keys": 0, "added_keys": 0, "stale_keys": 0, "folds": 0,
     }
     for i in range(5000):
         table.put(b"key%d" % i, b"v")
@@ -212,22 +443,30 @@ def test_structure_stats_and_container_bytes():
     assert stats["load_factor"] == 5000 / 8192
     assert stats["resizes"] == 10
     assert 1 <= stats["mean_probe"] <= stats["max_probe"] < 100
-    # 24 bytes per slot, plus the sorted cache (8 per key) once a scan built it.
-    assert 24 * 8192 <= table.container_bytes() < 24 * 8192 + 1000
-    before = table.container_bytes()
-    table.range_list(None, None, False, 1)
-    assert table.container_bytes() - before >= 8 * 5000
+    assert (stats["sorted_keys"], stats["added_keys"]) == (0, 5000)
+    # 24 bytes per slot plus 8 per key in _added (with a list's spare room).
+    assert 24 * 8192 + 8 * 5000 <= table.container_bytes() < 24 * 8192 + 9 * 5000 + 1000
+    table.range_list(None, None, False, 1)  # folds: the keys move to _sorted
+    stats = table.structure_stats()
+    assert (stats["sorted_keys"], stats["added_keys"], stats["folds"]) == (5000, 0, 1)
+    assert 24 * 8192 + 8 * 5000 <= table.container_bytes() < 24 * 8192 + 9 * 5000 + 1000
 
 
 # --- validate() catches broken tables ----------------------------------------------------
 
 
 def filled_table() -> HashTable:
+    """COLLIDING[:40] in 64 slots: 30 loaded (in _sorted), 10 put (in _added), one of
+    them removed and put again (a repeat), and a scan that ordered _added."""
     table = HashTable()
-    for key in COLLIDING[:40]:
+    table.load_sorted(COLLIDING[:30], [b"v"] * 30)
+    for key in COLLIDING[30:40]:
         table.put(key, b"v")
+    table.remove(COLLIDING[5])
+    table.put(COLLIDING[5], b"v")
     assert table._mask + 1 == 64
-    table.range_list(None, None, False, 1)  # build the sorted cache
+    table.range_list(None, None, False, 1)
+    assert len(table._sorted) == 30 and len(table._added) == table._added_sorted == 11
     return table
 
 
@@ -238,13 +477,11 @@ def break_stored_hash(table):
 
 def break_reachability(table):
     # Empty the cluster's first slot (home 62 of 64) without shifting: the keys after it
-    # whose home is 62 become unreachable.
+    # whose home is 62 become unreachable. (Its key stays listed, as a stale entry.)
     i = 254 & table._mask
-    key = table._keys[i]
     table._hashes[i] = EMPTY
     table._keys[i] = table._values[i] = None
     table._count -= 1
-    table._sorted.remove(key)
 
 
 def break_duplicate(table):
@@ -255,10 +492,6 @@ def break_duplicate(table):
 
 def break_count(table):
     table._count += 1
-
-
-def break_stale_cache(table):
-    table._sorted.append(b"\xff")
 
 
 def break_empty_slot_with_value(table):
@@ -279,12 +512,53 @@ def refill_at(capacity: int, count: int):
 
     def corrupt(table):
         table._reset_slots(capacity)
-        table._sorted = None
         for key in COLLIDING[:count]:
             raw_insert(table, key, b"v")
         table._count = count
 
     return corrupt
+
+
+def break_sorted_order(table):
+    s = table._sorted
+    s[3], s[4] = s[4], s[3]
+
+
+def break_sorted_repeat(table):
+    table._sorted.insert(8, table._sorted[7])
+
+
+def break_added_order(table):
+    a = table._added
+    a[0], a[-1] = a[-1], a[0]
+
+
+def break_added_sorted_count(table):
+    table._added_sorted = len(table._added) + 1
+
+
+def unlist_from_sorted(table):
+    table._sorted.remove(COLLIDING[7])
+
+
+def unlist_from_added(table):
+    table._added.remove(COLLIDING[33])
+    table._added_sorted -= 1
+
+
+def unlist_repeated(table):
+    # COLLIDING[5] is in both lists: it must leave both to be missing.
+    table._sorted.remove(COLLIDING[5])
+    table._added.remove(COLLIDING[5])
+    table._added_sorted -= 1
+
+
+def break_listed_type(table):
+    table._added.append("text")
+
+
+def break_stale_bound(table):
+    table._sorted += [b"\xff" + i.to_bytes(2, "big") for i in range(FOLD_SLACK + 10)]
 
 
 @pytest.mark.parametrize(
@@ -294,13 +568,31 @@ def refill_at(capacity: int, count: int):
         (break_reachability, "unreachable"),
         (break_duplicate, "stored twice"),
         (break_count, "len()"),
-        (break_stale_cache, "sorted key cache"),
         (break_empty_slot_with_value, "empty slot"),
         (break_value_type, "str value"),
         (break_lengths, "lengths"),
         (refill_at(64, 43), "above 2/3"),
         (refill_at(256, 31), "below 1/8"),
+        (break_sorted_order, "_sorted[3]"),
+        (break_sorted_repeat, "_sorted[7]"),
+        (break_added_order, "_added[0]"),
+        (break_added_sorted_count, "_added_sorted 12 is outside 0..11"),
+        (unlist_from_sorted, f"stored key {COLLIDING[7]!r} is in neither"),
+        (unlist_from_added, f"stored key {COLLIDING[33]!r} is in neither"),
+        (unlist_repeated, f"stored key {COLLIDING[5]!r} is in neither"),
+        (break_listed_type, "_added holds a str"),
+        (break_stale_bound, "stale entries"),
     ],
 )
 def test_validate_detects_corruption(corrupt, message):
     assert_detected(filled_table(), corrupt, re.escape(message))
+
+
+def test_keys_listed_only_as_stale_entries_or_repeats_are_valid():
+    """What validate() must NOT reject: removed keys still listed, a key listed twice."""
+    table = filled_table()
+    table.remove(COLLIDING[0])
+    table.remove(COLLIDING[35])
+    table._sorted.append(b"\xff")  # a key never stored, after the others: stale
+    table.validate()
+    assert table.structure_stats()["stale_keys"] == 4
