@@ -1,5 +1,5 @@
 """Helpers shared by the in-memory index tests (tests/memory/): the dict model of the
-contract in .helper/index_contract.md (expected range_list answers, the engine's chunked
+contract in concordkv_mp/engines/memory/__init__.py (expected range_list answers, the engine's chunked
 scan, one checked operation, a full comparison) and the key sets the tests draw from.
 A plain module, not a conftest: the tests import what they use."""
 

@@ -1,4 +1,4 @@
-"""The in-memory index contract (.helper/index_contract.md), one suite for every index:
+"""The in-memory index contract (concordkv_mp/engines/memory/__init__.py), one suite for every index:
 BPlusTree at orders 3, 4, 5 and 100, RedBlackTree, HashTable and SortedArray, each
 against a dict model with validate() after every operation. Random operations, range_list
 bounds, directions and limits, the engine's chunked scan (also with changes between
