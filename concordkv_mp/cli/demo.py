@@ -1,7 +1,8 @@
 """`concordkv demo`: a short tour of the embedded API that prints what it does.
 
 It writes, reads, scans, deletes, flushes to SSTables, reopens and checks that the
-data survived. It only uses the public API.
+data survived, then switches the database to the B+tree engine and reopens it again.
+It only uses the public API.
 """
 
 from __future__ import annotations
@@ -33,3 +34,11 @@ def run_demo(path: str, out=print) -> None:
         out(f"after reopen: get(user:1) = {db.get('user:1')!r}, get(user:2) = {db.get('user:2')!r}, count() = {db.count()}")
         db.compact()
         out(f"compact() -> files per level {db.stats()['files_per_level']}")
+        db.switch_engine("btree")
+        stats = db.stats()
+        out(
+            f"switch_engine('btree') -> engine {db.engine}, count() = {db.count()}, "
+            f"B+tree height {stats['structure']['height']}, memory {stats['memory_bytes']:,} bytes"
+        )
+    with concordkv_mp.open(path) as db:
+        out(f"reopened: engine {db.engine} (remembered), get(user:1) = {db.get('user:1')!r}")
