@@ -156,3 +156,21 @@ def delete_present(keys):
         return [(key, None) for key in present], len(present)
 
     return prepare
+
+
+class QueuedWrites:
+    """The conditional writes and the switch barrier, for an engine with a `_mutex`, a
+    `_queue` (WriteQueue), `_commit(writer)` and `_check_open()`."""
+
+    def update_existing(self, key: bytes, value: bytes) -> bool:
+        return self._commit(Writer(None, update_if_present(key, value)))
+
+    def delete_existing(self, keys) -> int:
+        """Delete those of `keys` that exist, atomically; return how many did."""
+        return self._commit(Writer(None, delete_present(keys)))
+
+    def retire_after(self, fn):
+        """Run `fn()` while writers wait; if it succeeds they get EngineRetiredError."""
+        with self._mutex:
+            self._check_open()
+            return self._queue.retire_after(fn)

@@ -46,7 +46,7 @@ from concordkv_mp.engines.lsm.memtable import MemTable
 from concordkv_mp.engines.lsm.recovery import recover
 from concordkv_mp.engines.lsm.version import TableCache, Version, VersionSet
 from concordkv_mp.engines.wal import WalWriter
-from concordkv_mp.engines.write_queue import Writer, WriteQueue, delete_present, update_if_present
+from concordkv_mp.engines.write_queue import QueuedWrites, Writer, WriteQueue
 from concordkv_mp.errors import ClosedError, ConfigError, ReadOnlyError
 from concordkv_mp.io.fs import DEFAULT_FS
 from concordkv_mp.workers.compaction_client import CompactionWorkerClient
@@ -63,7 +63,7 @@ class _ManualCompaction:
         self.done = False
 
 
-class LSMEngine:
+class LSMEngine(QueuedWrites):
     name = "lsm"
 
     def __init__(self, directory: str, options, fs=DEFAULT_FS):
@@ -193,24 +193,11 @@ class LSMEngine:
                 return
         self._commit(Writer(pairs))
 
-    def update_existing(self, key: bytes, value: bytes) -> bool:
-        return self._commit(Writer(None, update_if_present(key, value)))
-
-    def delete_existing(self, keys) -> int:
-        """Delete those of `keys` that exist, atomically; return how many did."""
-        return self._commit(Writer(None, delete_present(keys)))
-
     def _commit(self, writer: Writer):
         with self._mutex:
             self._check_open()
             self._raise_bg_error()
             return self._queue.commit(writer, self._lead_group)
-
-    def retire_after(self, fn):
-        """Run `fn()` while writers wait; if it succeeds they get EngineRetiredError."""
-        with self._mutex:
-            self._check_open()
-            return self._queue.retire_after(fn)
 
     def _lead_group(self, leader: Writer) -> None:
         """Run by the writer at the head of the queue, holding the mutex."""

@@ -26,7 +26,7 @@ one entry from a sibling with spare keys (left first) or else merging with a sib
 which removes one separator from the parent and may cascade; the root drops a level
 when it is an internal node left with a single child.
 
-`put` and `remove` descend iteratively without recording a path; only the rare split or
+`put` and `remove` descend (`_leaf_for`) without recording a path; only the rare split or
 underflow repair descends again with a path stack, so the common case pays nothing for it.
 
 Point index: a dict from key to value beside the tree serves `get` (and lets `remove` of
@@ -101,10 +101,7 @@ class BPlusTree:
         point = self._point
         old = point.get(key)
         point[key] = value
-        node = self._root
-        internal = _Internal
-        while node.__class__ is internal:
-            node = node.children[bisect_right(node.keys, key)]
+        node = self._leaf_for(key, False)
         keys = node.keys
         i = bisect_left(keys, key)
         if old is not None:
@@ -121,10 +118,7 @@ class BPlusTree:
         old = self._point.pop(key, None)
         if old is None:
             return None
-        node = self._root
-        internal = _Internal
-        while node.__class__ is internal:
-            node = node.children[bisect_right(node.keys, key)]
+        node = self._leaf_for(key, False)
         keys = node.keys
         i = bisect_left(keys, key)
         del keys[i]

@@ -32,14 +32,14 @@ import time
 
 from concordkv_mp.engines.memory.journal import Journal
 from concordkv_mp.engines.memory.scan_views import ScanViews, read_chunks
-from concordkv_mp.engines.write_queue import Writer, WriteQueue, delete_present, update_if_present
+from concordkv_mp.engines.write_queue import QueuedWrites, Writer, WriteQueue
 from concordkv_mp.errors import ClosedError, ReadOnlyError
 
 # sys.getsizeof(b"") : a bytes object of n bytes takes exactly this plus n (CPython).
 _BYTES_OBJECT_OVERHEAD = sys.getsizeof(b"")
 
 
-class MemoryEngine:
+class MemoryEngine(QueuedWrites):
     def __init__(self, directory: str, options, fs, index):
         fs.make_dirs(directory)
         self._lock_file = fs.lock(os.path.join(directory, "LOCK"))
@@ -126,19 +126,6 @@ class MemoryEngine:
                 self._log_and_apply(pairs)
                 return
         self._commit(Writer(pairs))
-
-    def update_existing(self, key: bytes, value: bytes) -> bool:
-        return self._commit(Writer(None, update_if_present(key, value)))
-
-    def delete_existing(self, keys) -> int:
-        """Delete those of `keys` that exist, atomically; return how many did."""
-        return self._commit(Writer(None, delete_present(keys)))
-
-    def retire_after(self, fn):
-        """Run `fn()` while writers wait; if it succeeds they get EngineRetiredError."""
-        with self._mutex:
-            self._check_open()
-            return self._queue.retire_after(fn)
 
     def _commit(self, writer: Writer):
         with self._mutex:
