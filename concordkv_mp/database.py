@@ -263,6 +263,8 @@ class Database:
             directory = os.path.join(self.path, record.directory)
             self._fs.remove_tree(directory)
 
+            commit_unknown = []
+
             def copy_and_commit():
                 new_engine = open_engine(name, directory, options, self._fs)
                 try:
@@ -275,14 +277,21 @@ class Database:
                 try:
                     write_engine_record(self._fs, self.path, record)
                 except BaseException:
-                    # Whether the new ENGINE file reached the disk is unknown: writing on
-                    # to either engine could lose data at the next open, so stop here.
                     new_engine.close()
-                    old_engine.close()
+                    commit_unknown.append(True)
                     raise
                 self._engine, self._record, self.options = new_engine, record, options
 
-            old_engine.retire_after(copy_and_commit)
+            try:
+                old_engine.retire_after(copy_and_commit)
+            except BaseException:
+                if commit_unknown:
+                    # Whether the new ENGINE file reached the disk is unknown: writing on
+                    # to either engine could lose data at the next open, so stop here.
+                    # (Closed only now: its background threads may be queued behind the
+                    # switch, which must end before they can.)
+                    old_engine.close()
+                raise
             old_engine.close()
             self._fs.remove_tree(os.path.join(self.path, old_record.directory))
 

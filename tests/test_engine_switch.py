@@ -4,14 +4,16 @@
   engine in a random order; after each switch and after reopening, the content equals a
   dict model and the database says which engine it uses.
 * Writers in other threads during a switch lose nothing: they wait and go to the new engine.
-* SIGKILL during switches (a child switching round and round over 20k keys): after each
-  kill the database is whole in the old or the new engine, never empty or mixed, and no
-  directory of the interrupted switch is left behind.
+* SIGKILL during switches (a child switching round and round over 20k keys), and a
+  simulated power loss after the Nth write, fsync, directory fsync or rename of a switch
+  failed: the database is whole in the old or the new engine, never empty or mixed, and
+  no directory of the interrupted switch is left behind.
 * Opening with another engine= names switch_engine; a bad name changes nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -26,9 +28,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import concordkv_mp
-from concordkv_mp.errors import ClosedError, ConfigError
+from concordkv_mp.errors import ClosedError, ConcordKVError, ConfigError
 from concordkv_mp.options import ENGINES
 from tests.support.engine_options import tiny_options
+from tests.support.faulty_fs import FaultInjectionFS
 
 REPO_ROOT = Path(__file__).parent.parent
 SMALL_OPTIONS = {"memtable_size": 4096, "snapshot_wal_size": 4096, "btree_order": 4, "l0_compaction_trigger": 2,
@@ -206,3 +209,33 @@ def test_sigkill_during_switches_leaves_one_whole_engine(tmp_path):
             landed_mid_switch += in_flight is not None
             engine = db.engine
     assert landed_mid_switch >= 5, f"seed {seed}: only {landed_mid_switch} kills landed during a switch"
+
+
+@pytest.mark.parametrize("op", ["write", "sync", "sync_dir", "rename"])
+@pytest.mark.parametrize(("source", "target"), [("hash", "lsm"), ("lsm", "btree")])
+def test_power_loss_during_a_switch_leaves_one_whole_engine(tmp_path, op, source, target):
+    model = {b"key%04d" % i: b"value %d" % i for i in range(3000)}
+    outcomes = set()
+    for n in range(1, 40, 3):
+        fs = FaultInjectionFS()
+        path = str(tmp_path / f"{op}{n}")
+        options = {"fsync": "always", "compaction_workers": 0, "memtable_size": 16384, "snapshot_wal_size": 16384}
+        db = concordkv_mp.open(path, engine=source, for_testing_fs=fs, **options)
+        db.mset(model)
+        fs.fail_nth(op, n)
+        try:
+            db.switch_engine(target)
+            outcomes.add("switched")
+        except ConcordKVError:
+            outcomes.add("failed")
+        fs.crash()
+        with contextlib.suppress(ConcordKVError):
+            db.close()
+        fs.revive()
+        with concordkv_mp.open(path, **options) as db:
+            assert db.engine in (source, target), f"{op} #{n}"
+            assert dict(db.scan()) == model, f"{op} #{n}: content differs in {db.engine}"
+            assert only_directory_of(path, db.engine), f"{op} #{n}: {engine_directories(path)}"
+            outcomes.add(db.engine)
+    # Failures before and after the commit point, and switches that completed.
+    assert {"failed", "switched", source, target} <= outcomes, outcomes
