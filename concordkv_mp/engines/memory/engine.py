@@ -53,7 +53,6 @@ class MemoryEngine(QueuedWrites):
             self._mutex = threading.Lock()
             self._queue = WriteQueue(self._mutex)
             self._views = ScanViews()
-            self._key_bytes = self._value_bytes = 0
             index.load_sorted(recovered.keys, recovered.values)
             self._key_bytes = sum(map(len, recovered.keys))
             self._value_bytes = sum(map(len, recovered.values))
@@ -140,7 +139,7 @@ class MemoryEngine(QueuedWrites):
             try:
                 number = self._journal.rotate()
             except BaseException as exc:
-                self._bg_error = self._bg_error or exc
+                self._fail(exc)
                 raise
             leader.result = (number, self._last_seq, self._views.open(None, None))
         pairs = self._queue.gather(self._index.get)
@@ -156,7 +155,7 @@ class MemoryEngine(QueuedWrites):
             self._journal.append(first_seq, pairs)
             self._journal.sync()
         except BaseException as exc:
-            self._bg_error = self._bg_error or exc
+            self._fail(exc)
             raise
         finally:
             self._mutex.acquire()
@@ -167,7 +166,7 @@ class MemoryEngine(QueuedWrites):
         try:
             self._journal.append(first_seq, pairs)
         except BaseException as exc:
-            self._bg_error = self._bg_error or exc
+            self._fail(exc)
             raise
         self._apply_logged(first_seq, pairs)
 
@@ -179,9 +178,11 @@ class MemoryEngine(QueuedWrites):
         counters = self._counters
         counters["writes"] += len(pairs)
         counters["write_groups"] += 1
+        wal_bytes = self._journal.wal_bytes
         if (
-            self._journal.wal_bytes >= self._options.snapshot_wal_size
-            and self._journal.wal_bytes >= self._key_bytes + self._value_bytes
+            wal_bytes >= self._options.snapshot_wal_size
+            and wal_bytes >= self._key_bytes + self._value_bytes
+            and not self._snapshot_wanted.is_set()
         ):
             self._snapshot_wanted.set()
 
@@ -203,6 +204,11 @@ class MemoryEngine(QueuedWrites):
                     value_bytes += len(value) - len(old)
         self._key_bytes += key_bytes
         self._value_bytes += value_bytes
+
+    def _fail(self, exc: BaseException) -> None:
+        """Fail-stop: the first I/O failure makes the engine read-only (see the docstring)."""
+        if self._bg_error is None:
+            self._bg_error = exc
 
     def _check_open(self) -> None:
         if self._closed:
@@ -236,7 +242,7 @@ class MemoryEngine(QueuedWrites):
                 count = self._journal.write_snapshot(number, meta, chunks, self._stop.is_set)
             except BaseException as exc:
                 with self._mutex:
-                    self._bg_error = self._bg_error or exc
+                    self._fail(exc)
                 raise
             if count >= 0:
                 counters = self._counters
@@ -263,7 +269,7 @@ class MemoryEngine(QueuedWrites):
                 self._journal.sync()
             except BaseException as exc:
                 with self._mutex:
-                    self._bg_error = self._bg_error or exc
+                    self._fail(exc)
                 return
 
     # ---------------------------------------------------------------- close
