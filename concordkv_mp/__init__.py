@@ -1,7 +1,9 @@
 """ConcordKV-MP: a persistent key-value database for Python.
 
 Public API: `open(path, engine=None, **options)` returns an embedded `Database`;
-every error raised on purpose is a `concordkv_mp.errors.ConcordKVError`.
+`connect(endpoint)` a `Client` of a running server (`concordkv serve`), with the same
+methods; `concordkv_mp.aio.connect(endpoint)` its asyncio twin. Every error raised on
+purpose is a `concordkv_mp.errors.ConcordKVError`.
 """
 
 from __future__ import annotations
@@ -9,13 +11,14 @@ from __future__ import annotations
 import os
 
 from concordkv_mp import errors
+from concordkv_mp.client.sync_client import Client, connect
 from concordkv_mp.database import Database
 from concordkv_mp.errors import InvalidTypeError
 from concordkv_mp.io.fs import DEFAULT_FS
 from concordkv_mp.options import StorageOptions
 
 __version__ = "0.1.0"
-__all__ = ["open", "Database", "StorageOptions", "errors", "__version__"]
+__all__ = ["open", "connect", "Database", "Client", "StorageOptions", "errors", "__version__"]
 
 
 def open(path, engine: str | None = None, *, for_testing_fs=None, **options) -> Database:  # noqa: A001 - the public name

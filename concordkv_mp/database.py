@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from itertools import islice
 
+from concordkv_mp.arguments import ArgumentChecker
 from concordkv_mp.engines import open_engine
 from concordkv_mp.engines.catalog import (
     EngineRecord,
@@ -32,33 +32,7 @@ from concordkv_mp.engines.write_queue import EngineRetiredError
 from concordkv_mp.errors import (
     ClosedError,
     ConfigError,
-    EmptyKeyError,
-    InvalidArgumentError,
-    InvalidTypeError,
-    KeyTooLargeError,
-    ValueTooLargeError,
 )
-
-
-def prefix_successor(prefix: bytes) -> bytes | None:
-    """The smallest key greater than every key starting with `prefix` (None: no bound)."""
-    stripped = prefix.rstrip(b"\xff")
-    if not stripped:
-        return None
-    return stripped[:-1] + bytes([stripped[-1] + 1])
-
-
-def _as_bytes(obj, what: str) -> bytes:
-    if type(obj) is bytes:
-        return obj
-    if isinstance(obj, str):
-        try:
-            return obj.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InvalidArgumentError(f"{what} is a str that UTF-8 cannot encode: {exc.reason}") from None
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        return bytes(obj)
-    raise InvalidTypeError(f"{what} must be bytes or str, not {type(obj).__name__}")
 
 
 # Pairs per write when an engine switch copies data into the new engine.
@@ -69,8 +43,9 @@ _SWITCHED = (EngineRetiredError, ClosedError)
 class Database:
     """An open database. Use as a context manager, or call `close()`."""
 
-    def __init__(self, path: str, options, fs, requested_engine: str | None):
-        """Open the database at `path`; see `concordkv_mp.open`."""
+    def __init__(self, path: str, options, fs, requested_engine: str | None, worker_factory=None):
+        """Open the database at `path`; see `concordkv_mp.open`. `worker_factory` makes
+        compaction-worker handles for the LSM engine (the server's shared pool)."""
         fs.make_dirs(path)
         self._lock_file = fs.lock(os.path.join(path, "LOCK"))
         try:
@@ -85,17 +60,21 @@ class Database:
                 )
             options = replace(options, engine=record.engine)
             remove_other_engine_directories(fs, path, record)
-            self._engine = open_engine(record.engine, os.path.join(path, record.directory), options, fs)
+            self._engine = open_engine(record.engine, os.path.join(path, record.directory), options, fs, worker_factory)
             if not fs.exists(os.path.join(path, "ENGINE")):
                 write_engine_record(fs, path, record)
         except BaseException:
             self._lock_file.release()
             raise
         self._fs = fs
+        self._worker_factory = worker_factory
         self._record = record
         self._switch_lock = threading.Lock()
         self._max_key = options.max_key_size
         self._max_value = options.max_value_size
+        checker = ArgumentChecker(options.max_key_size, options.max_value_size)
+        self._key, self._value, self._keys, self._pairs = checker.key, checker.value, checker.keys, checker.pairs
+        self._scan_range = checker.scan_range
         self.path = path
         self.options = options
 
@@ -108,47 +87,6 @@ class Database:
             if self._engine is engine:
                 raise
             return getattr(self._engine, method)(*args)
-
-    # ------------------------------------------------------------- checking
-
-    def _key(self, key) -> bytes:
-        key = _as_bytes(key, "key")
-        if not key:
-            raise EmptyKeyError("key must not be empty")
-        if len(key) > self._max_key:
-            raise KeyTooLargeError(f"key of {len(key)} bytes exceeds max_key_size={self._max_key}")
-        return key
-
-    def _value(self, value) -> bytes:
-        value = _as_bytes(value, "value")
-        if len(value) > self._max_value:
-            raise ValueTooLargeError(f"value of {len(value)} bytes exceeds max_value_size={self._max_value}")
-        return value
-
-    def _bound(self, bound, what: str) -> bytes | None:
-        return None if bound is None else _as_bytes(bound, what)
-
-    def _pairs(self, mapping_or_pairs) -> list:
-        if isinstance(mapping_or_pairs, Mapping):
-            items = mapping_or_pairs.items()
-        elif isinstance(mapping_or_pairs, Iterable) and not isinstance(mapping_or_pairs, (bytes, str)):
-            items = mapping_or_pairs
-        else:
-            raise InvalidTypeError(f"mset takes a mapping or (key, value) pairs, not {type(mapping_or_pairs).__name__}")
-        checked = {}
-        for item in items:
-            try:
-                key, value = item
-            except (TypeError, ValueError):
-                raise InvalidTypeError(f"mset items must be (key, value) pairs, got {item!r:.80}") from None
-            # A dict de-duplicates keys: the last value given for a key wins.
-            checked[self._key(key)] = self._value(value)
-        return list(checked.items())
-
-    def _keys(self, keys) -> list[bytes]:
-        if isinstance(keys, (bytes, str)) or not isinstance(keys, Iterable):
-            raise InvalidTypeError(f"expected an iterable of keys, not {type(keys).__name__}")
-        return [self._key(key) for key in keys]
 
     # ----------------------------------------------------------- operations
 
@@ -210,20 +148,8 @@ class Database:
         The iterator sees the database as it was when `scan` was called, whatever is
         written meanwhile.
         """
-        start = self._bound(start, "start")
-        end = self._bound(end, "end")
-        prefix = self._bound(prefix, "prefix")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
-            raise InvalidTypeError(f"limit must be an int or None, not {type(limit).__name__}")
-        if limit is not None and limit < 0:
-            raise InvalidArgumentError(f"limit must be >= 0, got {limit}")
-        if prefix:
-            if start is None or start < prefix:
-                start = prefix
-            upper = prefix_successor(prefix)
-            if upper is not None and (end is None or end > upper):
-                end = upper
-        if (start is not None and end is not None and start >= end) or limit == 0:
+        start, end, empty = self._scan_range(start, end, prefix, limit)
+        if empty:
             return iter(())
         items = self._call("scan", start or None, end, bool(reverse))
         return items if limit is None else islice(items, limit)
@@ -266,7 +192,7 @@ class Database:
             commit_unknown = []
 
             def copy_and_commit():
-                new_engine = open_engine(name, directory, options, self._fs)
+                new_engine = open_engine(name, directory, options, self._fs, self._worker_factory)
                 try:
                     _copy(old_engine, new_engine)
                     new_engine.flush()

@@ -95,3 +95,109 @@ class DatabaseLockedError(ConcordKVError):
     """Another process (or another handle in this one) has the database open."""
 
     code = "LOCKED"
+
+
+# ---------------------------------------------------------------- server and wire protocol
+# Codes a server replies with (docs/protocol.md has the table) and the client-side ones.
+
+
+class ServerTimeoutError(ConcordKVError, TimeoutError):
+    """No reply came within the client's timeout; the request may or may not have run."""
+
+    code = "TIMEOUT"
+
+
+class UnavailableError(ConcordKVError):
+    """The server, or the partition owning the key, cannot be reached right now."""
+
+    code = "UNAVAILABLE"
+
+
+class ProtocolError(ConcordKVError):
+    """A message broke the wire protocol (docs/protocol.md)."""
+
+    code = "PROTOCOL"
+
+
+class BadFrameError(ProtocolError):
+    """A frame was not one msgpack array, or exceeded a decoding limit."""
+
+    code = "BAD_FRAME"
+
+
+class BadRequestError(ProtocolError, InvalidArgumentError):
+    """A request had the wrong shape: argument count or types for its operation."""
+
+    code = "BAD_REQUEST"
+
+
+class UnknownOperationError(ProtocolError):
+    """The operation name is not one this server knows."""
+
+    code = "UNKNOWN_OP"
+
+
+class ProtocolVersionError(ProtocolError):
+    """Client and server speak different protocol versions."""
+
+    code = "PROTOCOL_VERSION"
+
+
+class BatchTooLargeError(InvalidArgumentError):
+    """A multi-key request carries more keys than the server's `max_batch_keys`."""
+
+    code = "BATCH_TOO_LARGE"
+
+
+class WrongPartitionError(ConcordKVError):
+    """A request reached a partition that does not own the key's slot."""
+
+    code = "WRONG_PARTITION"
+
+
+class CursorNotFoundError(ConcordKVError):
+    """A scan cursor expired (idle too long), was closed, or its partition restarted."""
+
+    code = "NO_SUCH_CURSOR"
+
+
+class BusyError(ConcordKVError):
+    """A bounded server resource (open scan cursors, ...) is exhausted; retry later."""
+
+    code = "BUSY"
+
+
+class UnsupportedError(ConcordKVError):
+    """The operation exists in the contract but not yet in this release."""
+
+    code = "UNSUPPORTED"
+
+
+class InternalError(ConcordKVError):
+    """The server met a bug while handling the request; it keeps serving others."""
+
+    code = "INTERNAL"
+
+
+def error_from_code(code: str, message: str) -> ConcordKVError:
+    """The exception a client raises for an error reply: the class with that code."""
+    cls = _BY_CODE.get(code, ConcordKVError)
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    if cls is ConcordKVError:
+        error.code = code
+    # Attributes the local constructors set; the wire carries only code and message.
+    if isinstance(error, CorruptionError):
+        error.path = None
+    if isinstance(error, ConfigError):
+        error.field = None
+    return error
+
+
+def _all_subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _all_subclasses(sub)
+
+
+_BY_CODE = {cls.code: cls for cls in _all_subclasses(ConcordKVError)}

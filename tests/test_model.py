@@ -79,7 +79,11 @@ class ModelMachine(RuleBasedStateMachine):
         self.options = options
         self.model: dict[bytes, bytes] = {}
         self.counter = 0
-        self.db = concordkv_mp.open(str(path), **options)
+        self.db = self.open_db()
+
+    def open_db(self):
+        """The handle under test (tests/server runs the same machine through a client)."""
+        return concordkv_mp.open(str(self.path), **self.options)
 
     def teardown(self):
         self.db.close()
@@ -208,7 +212,7 @@ class ModelMachine(RuleBasedStateMachine):
     @rule()
     def reopen(self):
         self.db.close()
-        self.db = concordkv_mp.open(str(self.path), **self.options)
+        self.db = self.open_db()
 
 
 def run_model(tmp_path, options, max_examples, steps):

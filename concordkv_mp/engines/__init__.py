@@ -30,9 +30,10 @@ _INDEXES = {
 }
 
 
-def open_engine(name: str, path: str, options, fs):
+def open_engine(name: str, path: str, options, fs, worker_factory=None):
+    """`worker_factory`: see LSMEngine; the in-memory engines have no workers."""
     if name == "lsm":
-        return LSMEngine(path, options, fs)
+        return LSMEngine(path, options, fs, worker_factory)
     try:
         make_index = _INDEXES[name]
     except KeyError:

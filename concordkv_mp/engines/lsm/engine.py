@@ -66,9 +66,13 @@ class _ManualCompaction:
 class LSMEngine(QueuedWrites):
     name = "lsm"
 
-    def __init__(self, directory: str, options, fs=DEFAULT_FS):
-        if options.compaction_workers and fs is not DEFAULT_FS:
-            raise ConfigError("compaction_workers", "a test file system cannot reach a worker process; use 0")
+    def __init__(self, directory: str, options, fs=DEFAULT_FS, worker_factory=None):
+        """`worker_factory()` makes the handle on a compaction worker (the server passes
+        one for its shared pool); by default each engine starts its own worker process."""
+        if worker_factory is None:
+            if options.compaction_workers and fs is not DEFAULT_FS:
+                raise ConfigError("compaction_workers", "a test file system cannot reach a worker process; use 0")
+            worker_factory = CompactionWorkerClient
         fs.make_dirs(directory)
         self._lock_file = fs.lock(os.path.join(directory, "LOCK"))
         try:
@@ -107,8 +111,8 @@ class LSMEngine(QueuedWrites):
             # Worker processes for the flush and the compaction thread, started lazily at
             # their first job; with compaction_workers=0 both steps run in the threads.
             use_workers = options.compaction_workers > 0
-            self._flusher = CompactionWorkerClient() if use_workers else None
-            self._compactor = CompactionWorkerClient() if use_workers else None
+            self._flusher = worker_factory() if use_workers else None
+            self._compactor = worker_factory() if use_workers else None
             self._bg_error: BaseException | None = None
             self._closing = False
             self._closed = False

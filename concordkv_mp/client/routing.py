@@ -1,0 +1,76 @@
+"""What both clients learn at connect and how they split work by partition.
+
+`ServerMap` holds the HELLO reply of the front: protocol version, slot ranges,
+partition endpoints and limits. `split_keys` / `split_pairs` group a batch by owning
+partition and `merge_scans` merges per-partition pages in key order. Pure functions
+over data: no sockets here, so the sync and asyncio clients share every rule.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from operator import itemgetter
+
+from concordkv_mp.errors import ProtocolVersionError
+from concordkv_mp.ipc import protocol
+from concordkv_mp.ipc.protocol import SlotMap
+
+
+@dataclass(frozen=True)
+class ServerMap:
+    partitions: int
+    partition_endpoints: tuple
+    max_key_size: int
+    max_value_size: int
+    max_batch_keys: int
+    scan_page_size: int
+    slot_map: SlotMap
+
+    @classmethod
+    def from_hello(cls, hello: dict) -> "ServerMap":
+        if hello.get("protocol") != protocol.PROTOCOL_VERSION:
+            raise ProtocolVersionError(f"server speaks protocol {hello.get('protocol')}, client {protocol.PROTOCOL_VERSION}")
+        limits = hello["limits"]
+        slot_map = SlotMap(hello["partitions"])
+        if [list(r) for r in slot_map.ranges] != [list(r) for r in hello["slot_ranges"]]:
+            raise ProtocolVersionError("the server's slot ranges are not the contiguous split this client knows")
+        return cls(
+            partitions=hello["partitions"],
+            partition_endpoints=tuple(hello["partition_endpoints"]),
+            max_key_size=limits["max_key_size"],
+            max_value_size=limits["max_value_size"],
+            max_batch_keys=limits["max_batch_keys"],
+            scan_page_size=limits["scan_page_size"],
+            slot_map=slot_map,
+        )
+
+    def split_keys(self, keys: list[bytes]) -> list[tuple[int, list[int], list[bytes]]]:
+        """[(partition, positions in `keys`, those keys)], each chunk ≤ max_batch_keys."""
+        chunks = []
+        step = self.max_batch_keys
+        for partition, positions in self.slot_map.group(keys).items():
+            for first in range(0, len(positions), step):
+                part = positions[first : first + step]
+                chunks.append((partition, part, [keys[i] for i in part]))
+        return chunks
+
+    def split_pairs(self, pairs: list[tuple[bytes, bytes]]) -> list[tuple[int, list]]:
+        """[(partition, [[key, value], ...])], each chunk ≤ max_batch_keys pairs.
+
+        An mset is atomic within a partition's chunk, not across partitions or chunks.
+        """
+        groups = self.slot_map.group([key for key, _ in pairs])
+        chunks = []
+        step = self.max_batch_keys
+        for partition, positions in groups.items():
+            for first in range(0, len(positions), step):
+                chunks.append((partition, [pairs[i] for i in positions[first : first + step]]))
+        return chunks
+
+
+def merge_scans(streams, reverse: bool):
+    """Merge per-partition (key, value) streams, each in key order, into one.
+
+    Partitions own disjoint keys, so there are no ties to break."""
+    return heapq.merge(*streams, key=itemgetter(0), reverse=reverse)

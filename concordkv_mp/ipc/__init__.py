@@ -1,0 +1,1 @@
+"""Wire protocol (protocol.py) and ZeroMQ socket settings (sockets.py); no actors here."""

@@ -1,0 +1,28 @@
+"""ZeroMQ socket settings shared by every server socket that faces clients.
+
+Each setting bounds what one peer can cost the server (docs/protocol.md, "Limits"):
+it owns only socket options, never message contents.
+"""
+
+from __future__ import annotations
+
+import zmq
+
+# A peer that has not finished the ZMTP handshake within this time is dropped: a
+# connection that never speaks must not hold a slot.
+HANDSHAKE_IVL_MS = 2000
+
+
+def configure_router(socket, max_message_size: int, hwm: int) -> None:
+    """Options of a client-facing ROUTER, set before bind."""
+    # A frame over this size makes ZeroMQ drop that connection before any of it is
+    # buffered, so a huge message costs nothing but the peer's own connection.
+    socket.setsockopt(zmq.MAXMSGSIZE, max_message_size)
+    # Per-peer queues: a client that sends faster than we serve, or does not read its
+    # replies, fills its own queue, not the server's memory.
+    socket.setsockopt(zmq.RCVHWM, hwm)
+    socket.setsockopt(zmq.SNDHWM, hwm)
+    # A reply to a peer that is gone or full raises instead of vanishing silently.
+    socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    socket.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_IVL_MS)
+    socket.setsockopt(zmq.LINGER, 0)

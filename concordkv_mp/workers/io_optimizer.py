@@ -1,0 +1,456 @@
+"""The I/O optimizer process: the only writer of the partitions' WAL files in a server.
+
+Each partition copies its WAL bytes into its shared-memory ring (io/wal_ring.py); this
+process drains every ring, writes the bytes with pwritev at the offsets they carry
+(contiguous DATA of one file coalesced into one call), fdatasyncs per the fsync policy
+and publishes, in each ring's header, how far the ring is written (read_pos) and how far
+it is durable (durable_pos). One round's fdatasyncs — run in parallel threads, since
+os.fdatasync releases the GIL — cover every partition written in that round: group
+commit across partitions. Policies: "always" syncs whatever a round wrote before
+publishing it durable; "everysec" once a second; "none" only when a producer asks
+(sync_request_pos, which any policy honours in the next round).
+
+Crash safety. The state needed to continue is in the rings, so the process may be
+SIGKILLed at any instant and restarted: it resumes at read_pos, and re-writing bytes
+is harmless because they carry their offsets. Bytes its predecessor pwrote but did not
+fdatasync may belong to files it closed and forgot, so a restart that finds read_pos
+past durable_pos runs sync(2) — the only call that covers files no one has open —
+once, then publishes them durable.
+
+Failures are fail-stop per ring, as in the engines: after an OSError writing or syncing
+a ring's file, the ring's error_errno is set (its producer's waits raise
+StorageIOError), durable_pos stops short of the failure and none of that producer's
+later DATA reaches a file (a hole followed by good records would read as corruption);
+records are still consumed so the producer never blocks. The other rings are served as
+before. The error is forgotten once a new producer has attached to the ring and the
+dead one's records are consumed. A file that no longer exists when its bytes arrive was
+removed by its engine: the bytes are dropped, as writes to an unlinked file would be.
+
+Protocol (ZeroMQ): a PULL socket bound on the wake endpoint receives kicks — 2 bytes,
+the big-endian ring index; they only cut the wait short, so losing one is harmless —
+and a PUB socket bound on the notify endpoint publishes, after a round that moved a
+ring's read_pos, durable_pos or error, `NOTIFICATION`: the 2-byte big-endian ring index
+(the topic a partition subscribes to), then read_pos, durable_pos and error_errno as
+big-endian u64. SIGTERM (or `stop()`): finish the round, fdatasync everything written,
+exit 0.
+
+Owns the WAL files' descriptors and the consumer's half of each ring header; it never
+interprets WAL contents and never touches any other file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import zmq
+
+from concordkv_mp.errors import ConfigError, CorruptionError
+from concordkv_mp.io.wal_ring import (
+    BYTES_WRITTEN,
+    CLOSE,
+    DATA,
+    DURABLE_POS,
+    ERROR_ERRNO,
+    ERROR_FILE_ID,
+    ERROR_POS,
+    FSYNCS,
+    OPEN,
+    PRODUCER_START_POS,
+    READ_POS,
+    RECORDS,
+    SYNC_REQUEST_POS,
+    WRITE_BATCHES,
+    WRITE_POS,
+    WalRing,
+)
+from concordkv_mp.options import FSYNC_POLICIES
+
+KICK = struct.Struct(">H")
+NOTIFICATION = struct.Struct(">HQQQ")  # ring index, read_pos, durable_pos, error_errno
+EVERYSEC_INTERVAL = 1.0
+IDLE_TIMEOUT = 1.0
+# With bytes left in a ring after a round (written while it ran), wait this long for
+# more before the next: rounds write bigger batches, the delay is far below an fsync.
+BUSY_TIMEOUT = 0.001
+# CLOSEd files still unsynced keep their descriptor until the ring's next fdatasync, so
+# that durable_pos stays true for them; under fsync="none" that may never come, so past
+# this many they are synced and closed without publishing anything.
+MAX_CLOSING = 16
+# Kicks are idempotent: a few queued are as good as many.
+KICK_HWM = 64
+_NEVER_CLEARED = (1 << 64) - 1
+_IOV_MAX = os.sysconf("SC_IOV_MAX")
+_SYNC_THREADS = 8
+
+
+class _Run:
+    """Contiguous DATA for one file, written with one pwritev."""
+
+    __slots__ = ("file_id", "fd", "offset", "end", "buffers", "last_record_end")
+
+    def __init__(self, file_id: int, fd: int, offset: int):
+        self.file_id = file_id
+        self.fd = fd
+        self.offset = offset
+        self.end = offset
+        self.buffers: list = []
+        self.last_record_end = 0
+
+
+class _RingState:
+    """What the consumer keeps per ring besides the header: descriptors by file id
+    (None: the file was removed, its bytes are dropped), the files written since the
+    ring's last fdatasync, and the CLOSEd ones among them."""
+
+    def __init__(self, index: int, ring: WalRing):
+        self.index = index
+        self.ring = ring
+        self.fds: dict[int, int | None] = {}
+        self.dirty: set[int] = set()
+        self.closing: set[int] = set()
+        self.halted = False  # a record that does not parse: nothing after it can be read
+
+    def published(self) -> tuple:
+        f = self.ring.fields
+        return f[READ_POS], f[DURABLE_POS], f[ERROR_ERRNO]
+
+
+class IoOptimizer:
+    """The process's logic without sockets: `round()` drains and syncs every ring once."""
+
+    def __init__(self, ring_paths: list[str], fsync: str):
+        if fsync not in FSYNC_POLICIES:
+            raise ConfigError("fsync", f"{fsync!r} is not one of {', '.join(FSYNC_POLICIES)}")
+        self._fsync = fsync
+        self._rings: list[_RingState] = []
+        try:
+            for index, path in enumerate(ring_paths):
+                ring = WalRing.attach(path)
+                self._rings.append(_RingState(index, ring))
+                ring.lock_consumer()
+        except BaseException:
+            self.close()
+            raise
+        lagging = [s for s in self._rings if not s.ring.fields[ERROR_ERRNO] and s.ring.durable_pos < s.ring.read_pos]
+        if lagging:
+            os.sync()
+            for state in lagging:
+                state.ring.fields[DURABLE_POS] = state.ring.read_pos
+        self._pool = ThreadPoolExecutor(max_workers=_SYNC_THREADS, thread_name_prefix="ckv-fdatasync")
+        self._last_everysec = time.monotonic()
+
+    def close(self) -> None:
+        """Close every descriptor and ring (not a sync: see `round(force_sync=True)`)."""
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown()
+            self._pool = None
+        for state in self._rings:
+            for fd in state.fds.values():
+                if fd is not None:
+                    os.close(fd)
+            state.fds.clear()
+            state.ring.close()
+        self._rings = []
+
+    def notification(self, index: int) -> bytes:
+        """The NOTIFICATION message of ring `index`, as it stands."""
+        read, durable, code = self._rings[index].published()
+        return NOTIFICATION.pack(index, read, durable, code)
+
+    def pending(self) -> bool:
+        """True if a ring holds records not consumed yet."""
+        return any(s.ring.write_pos > s.ring.read_pos for s in self._rings if not s.halted)
+
+    def next_timeout(self) -> float:
+        """Seconds the loop may wait for a kick before the next round."""
+        if self.pending():
+            return BUSY_TIMEOUT
+        if self._fsync == "everysec" and any(
+            s.ring.read_pos > s.ring.durable_pos and not s.ring.error_errno for s in self._rings
+        ):
+            return max(0.0, self._last_everysec + EVERYSEC_INTERVAL - time.monotonic())
+        return IDLE_TIMEOUT
+
+    def round(self, force_sync: bool = False) -> list[int]:
+        """Drain every ring, then fdatasync per policy (everything if `force_sync`);
+        returns the indexes of the rings whose read_pos, durable_pos or error moved."""
+        now = time.monotonic()
+        everysec_due = self._fsync == "everysec" and now - self._last_everysec >= EVERYSEC_INTERVAL
+        if everysec_due:
+            self._last_everysec = now
+        before = {}
+        jobs = []
+        for state in self._rings:
+            if state.halted:
+                continue
+            f = state.ring.fields
+            before[state.index] = state.published()
+            self._forget_dead_producer_error(f, f[READ_POS])
+            # sync_request_pos before write_pos: a request is never past the bytes read.
+            request = f[SYNC_REQUEST_POS]
+            end = f[WRITE_POS]
+            if end > f[READ_POS]:
+                self._drain(state, end)
+            read, durable = f[READ_POS], f[DURABLE_POS]
+            if f[ERROR_ERRNO] or state.halted:
+                continue
+            if read > durable and (force_sync or self._fsync == "always" or request > durable or everysec_due):
+                jobs.append((state, set(state.dirty), True))
+            elif len(state.closing) > MAX_CLOSING:
+                jobs.append((state, set(state.closing), False))
+        self._sync(jobs)
+        return [i for i, published in before.items() if self._rings[i].published() != published]
+
+    # ------------------------------------------------------------ draining
+
+    def _drain(self, state: _RingState, end: int) -> None:
+        ring, f = state.ring, state.ring.fields
+        start_pos = f[PRODUCER_START_POS]
+        runs: dict[int, _Run] = {}
+        records = written = 0
+        try:
+            for record in ring.records(f[READ_POS], end):
+                records += 1
+                kind, file_id = record.kind, record.file_id
+                if kind == DATA:
+                    if f[ERROR_ERRNO]:
+                        self._forget_dead_producer_error(f, record.pos, start_pos)
+                        if f[ERROR_ERRNO]:
+                            continue  # fail-stop: see the module docstring
+                    if not record.payload:
+                        continue
+                    run = runs.get(file_id)
+                    if run is None or run.end != record.offset:
+                        if run is not None:
+                            written += self._write(state, run)
+                        fd = state.fds[file_id] if file_id in state.fds else self._open(state, file_id, None, record.end)
+                        if fd is None:
+                            runs.pop(file_id, None)
+                            continue
+                        run = runs[file_id] = _Run(file_id, fd, record.offset)
+                    run.buffers.append(record.payload)
+                    run.end += len(record.payload)
+                    run.last_record_end = record.end
+                elif kind == OPEN:
+                    self._open(state, file_id, os.fsdecode(bytes(record.payload)), record.end)
+                elif kind == CLOSE:
+                    run = runs.pop(file_id, None)
+                    if run is not None:
+                        written += self._write(state, run)
+                    self._close(state, file_id)
+            for run in runs.values():
+                written += self._write(state, run)
+        except CorruptionError as exc:
+            print(f"io_optimizer: {exc}; ring {state.index} halted", file=sys.stderr, flush=True)
+            state.halted = True
+            self._fail(state, errno.EBADMSG, 0, _NEVER_CLEARED)
+            return
+        finally:
+            runs.clear()  # views into the ring: released before it may be unmapped
+        f[READ_POS] = end
+        f[RECORDS] += records
+        if written:
+            f[BYTES_WRITTEN] += written
+            f[WRITE_BATCHES] += 1
+
+    @staticmethod
+    def _forget_dead_producer_error(fields, pos: int, start_pos: int | None = None) -> None:
+        # An error whose failed bytes all precede the current producer's start belongs
+        # to a dead producer; it is forgotten once consumption reaches the new one's
+        # records (the dead one's later DATA stays dropped until then).
+        if start_pos is None:
+            start_pos = fields[PRODUCER_START_POS]
+        if fields[ERROR_ERRNO] and fields[ERROR_POS] <= start_pos <= pos:
+            fields[ERROR_ERRNO] = 0
+
+    def _open(self, state: _RingState, file_id: int, path: str | None, error_pos: int) -> int | None:
+        """Open a file for pwrite (path from the file table if None: a restart after its
+        OPEN was consumed)."""
+        if path is None:
+            path = state.ring.slot_path(file_id)
+            if path is None:
+                raise CorruptionError(state.ring.path, f"DATA for file id {file_id}, which no file-table slot holds")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            fd = None  # removed by its engine: see the module docstring
+        except OSError as exc:
+            self._fail(state, exc.errno, file_id, error_pos)
+            fd = None
+        state.fds[file_id] = fd
+        return fd
+
+    def _close(self, state: _RingState, file_id: int) -> None:
+        if file_id in state.dirty:
+            state.closing.add(file_id)
+            return
+        fd = state.fds.pop(file_id, None)
+        if fd is not None:
+            os.close(fd)
+
+    def _write(self, state: _RingState, run: _Run) -> int:
+        """pwritev a run unless the ring has failed; returns the bytes written."""
+        if state.ring.fields[ERROR_ERRNO]:
+            return 0
+        try:
+            _pwritev_all(run.fd, run.buffers, run.offset)
+        except OSError as exc:
+            self._fail(state, exc.errno, run.file_id, run.last_record_end)
+            return 0
+        state.dirty.add(run.file_id)
+        return run.end - run.offset
+
+    @staticmethod
+    def _fail(state: _RingState, code: int | None, file_id: int, error_pos: int) -> None:
+        f = state.ring.fields
+        # The errno last: the producer reads it first, then error_pos (wal_ring.py).
+        f[ERROR_POS] = error_pos
+        f[ERROR_FILE_ID] = file_id
+        f[ERROR_ERRNO] = code or errno.EIO
+
+    # ------------------------------------------------------------ syncing
+
+    def _sync(self, jobs: list) -> None:
+        """fdatasync the files of every job at once; then per job, on success, forget
+        them as dirty, close the CLOSEd ones and (if asked) publish durable_pos."""
+        calls = [(state, fid, state.fds[fid]) for state, fids, _ in jobs for fid in fids]
+        codes = self._fdatasync_all([fd for _, _, fd in calls])
+        failed = {}
+        for (state, file_id, _), code in zip(calls, codes):
+            state.ring.fields[FSYNCS] += 1
+            if code and state not in failed:
+                failed[state] = (code, file_id)
+        for state, fids, publish in jobs:
+            f = state.ring.fields
+            if state in failed:
+                self._fail(state, *failed[state], f[READ_POS])
+                fids = set(state.dirty)  # nothing more will be synced honestly: let them go
+            state.dirty -= fids
+            for file_id in fids & state.closing:
+                state.closing.discard(file_id)
+                os.close(state.fds.pop(file_id))
+            if publish and state not in failed:
+                f[DURABLE_POS] = f[READ_POS]
+
+    def _fdatasync_all(self, fds: list[int]) -> list[int]:
+        """errno (0 = success) per descriptor; all but one in the pool, one here."""
+        if not fds:
+            return []
+        futures = [self._pool.submit(_fdatasync, fd) for fd in fds[1:]]
+        return [_fdatasync(fds[0])] + [future.result() for future in futures]
+
+
+def _fdatasync(fd: int) -> int:
+    try:
+        os.fdatasync(fd)
+    except OSError as exc:
+        return exc.errno or errno.EIO
+    return 0
+
+
+def _pwritev_all(fd: int, buffers: list, offset: int) -> None:
+    """pwritev until everything is written (a regular file may take less per call)."""
+    i = 0
+    while i < len(buffers):
+        n = os.pwritev(fd, buffers[i : i + _IOV_MAX], offset)
+        if n <= 0:
+            raise OSError(errno.EIO, "pwritev wrote nothing")
+        offset += n
+        while n:
+            size = len(buffers[i])
+            if n < size:
+                buffers[i] = buffers[i][n:]
+                break
+            n -= size
+            i += 1
+
+
+def run(
+    ring_paths: list[str],
+    fsync: str,
+    wake_endpoint: str,
+    notify_endpoint: str,
+    stop: Callable[[], bool] | None = None,
+) -> int:
+    """Serve the rings until SIGTERM (or `stop()` turns true); returns 0.
+
+    Without `stop`, installs its own SIGTERM handler. Either way a signal wakes the
+    wait at once (signal.set_wakeup_fd on a socket pair the poller watches)."""
+    stopping = []
+    if stop is None:
+        signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+
+        def stop():
+            return bool(stopping)
+
+    context = zmq.Context()
+    pull = context.socket(zmq.PULL)
+    pull.setsockopt(zmq.LINGER, 0)
+    pull.setsockopt(zmq.RCVHWM, KICK_HWM)
+    pub = context.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    signal_reader, signal_writer = socket.socketpair()
+    signal_reader.setblocking(False)
+    signal_writer.setblocking(False)
+    old_wakeup_fd = signal.set_wakeup_fd(signal_writer.fileno())
+    core = None
+    try:
+        pull.bind(wake_endpoint)
+        pub.bind(notify_endpoint)
+        core = IoOptimizer(ring_paths, fsync)
+        poller = zmq.Poller()
+        poller.register(pull, zmq.POLLIN)
+        poller.register(signal_reader, zmq.POLLIN)
+        while True:
+            stopping_now = stop()
+            for index in core.round(force_sync=stopping_now):
+                pub.send(core.notification(index), zmq.NOBLOCK)
+            if stopping_now:
+                return 0
+            poller.poll(core.next_timeout() * 1000)
+            _drain_socket(pull)
+            try:
+                while signal_reader.recv(4096):
+                    pass
+            except BlockingIOError:
+                pass
+    finally:
+        signal.set_wakeup_fd(old_wakeup_fd)
+        if core is not None:
+            core.close()
+        pull.close(linger=0)
+        pub.close(linger=0)
+        context.term()
+        signal_reader.close()
+        signal_writer.close()
+
+
+def _drain_socket(sock) -> None:
+    while True:
+        try:
+            sock.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m concordkv_mp.workers.io_optimizer")
+    parser.add_argument("--fsync", choices=FSYNC_POLICIES, required=True)
+    parser.add_argument("--wake", required=True, help="endpoint of the PULL socket for kicks")
+    parser.add_argument("--notify", required=True, help="endpoint of the PUB socket for notifications")
+    parser.add_argument("rings", nargs="+", help="ring files, in ring-index order")
+    args = parser.parse_args(argv)
+    return run(args.rings, args.fsync, args.wake, args.notify)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

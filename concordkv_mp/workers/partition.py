@@ -1,0 +1,374 @@
+"""A partition: the actor that owns one share of the slots and the database holding them.
+
+`PartitionCore` is the deterministic part: `handle(op, args) -> result` over its
+`Database`, with the slot-ownership checks and the scan cursors; it knows no sockets.
+`run_partition` is the thin ZeroMQ loop around it: one ROUTER socket bound on the
+partition's public endpoint (smart clients) and its internal ipc endpoint (the front).
+
+Durability (docs/architecture.md): the engine's WAL bytes go into a shared-memory ring
+(io/ring_fs.py) that the I/O optimizer drains. With fsync="always" a write's reply is
+held back until the optimizer reports the ring durable past the write; the loop keeps
+taking requests meanwhile, so every write that arrives during one fsync shares the
+next. With "everysec" and "none" the reply goes as soon as the bytes are in the ring:
+the ring is shared memory and outlives this process.
+
+Owned by the partition process; it must not touch another partition's data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from itertools import islice
+
+import zmq
+
+from concordkv_mp.database import Database
+from concordkv_mp.errors import (
+    BadRequestError,
+    BusyError,
+    ConcordKVError,
+    CursorNotFoundError,
+    InternalError,
+    ProtocolVersionError,
+    WrongPartitionError,
+)
+from concordkv_mp.io.ring_fs import RingFileSystem
+from concordkv_mp.io.wal_ring import WalRing
+from concordkv_mp.ipc import protocol
+from concordkv_mp.ipc.protocol import Limits, SlotMap
+from concordkv_mp.ipc.sockets import configure_router
+from concordkv_mp.workers.compaction_pool import PoolWorkerClient
+from concordkv_mp.workers.lifecycle import become_child, exit_child
+
+WRITE_OPS = frozenset(("set", "delete", "update", "mset", "mdelete"))
+# Requests taken per loop turn before replies held for durability are considered: big
+# enough to share an fsync among many writers, small enough to bound reply latency.
+_BURST = 512
+_MAX_CURSORS = 1024
+_CURSOR_IDLE_SECONDS = 60.0
+
+
+class PartitionCore:
+    def __init__(self, index: int, db: Database, slot_map: SlotMap, limits: Limits, endpoint: str):
+        self.index = index
+        self.db = db
+        self.slot_map = slot_map
+        self.limits = limits
+        self.endpoint = endpoint
+        self._cursors: dict[int, list] = {}  # id -> [iterator, last use]
+        self._cursor_ids = itertools.count(1)
+        self._handlers = {
+            "hello": self._hello,
+            "ping": lambda: "pong",
+            "get": self._get,
+            "set": self._set,
+            "delete": self._delete,
+            "exists": self._exists,
+            "update": self._update,
+            "mget": self._mget,
+            "mset": self._mset,
+            "mdelete": self._mdelete,
+            "scan": self._scan,
+            "scan_next": self._scan_next,
+            "scan_close": self._scan_close,
+            "count": self._partition_call(db.count),
+            "stats": self._partition_call(db.stats),
+            "flush": self._partition_call(db.flush),
+            "compact": self._partition_call(db.compact),
+            "partition_status": self._partition_call(self.status),
+            "switch_engine": self._switch_engine,
+        }
+
+    def handle(self, op: str, args: list):
+        """The result of one decoded request; raises ConcordKVError for an error reply."""
+        try:
+            handler = self._handlers[op]
+        except KeyError:
+            raise BadRequestError(f"{op} is answered by the front, not by a partition") from None
+        return handler(*args)
+
+    # -------------------------------------------------------------- single keys
+
+    def _own(self, key: bytes) -> bytes:
+        if self.slot_map.partition_of(key) != self.index:
+            raise WrongPartitionError(f"slot {protocol.slot_of(key)} is not owned by partition {self.index}")
+        return key
+
+    def _get(self, key):
+        return self.db.get(self._own(key))
+
+    def _set(self, key, value):
+        self.db.set(self._own(key), value)
+
+    def _delete(self, key):
+        return self.db.delete(self._own(key))
+
+    def _exists(self, key):
+        return self.db.exists(self._own(key))
+
+    def _update(self, key, value):
+        return self.db.update(self._own(key), value)
+
+    # -------------------------------------------------------------- many keys
+
+    def _check_part(self, part: int) -> None:
+        if part != self.index:
+            raise WrongPartitionError(f"this is partition {self.index}, not {part}")
+
+    def _own_all(self, keys) -> None:
+        partition_of, index = self.slot_map.partition_of, self.index
+        for key in keys:
+            if type(key) is not bytes:
+                raise BadRequestError(f"keys must be bytes, not {type(key).__name__}")
+            if partition_of(key) != index:
+                raise WrongPartitionError(f"slot {protocol.slot_of(key)} is not owned by partition {index}")
+
+    def _mget(self, part, keys):
+        self._check_part(part)
+        self._own_all(keys)
+        return self.db.mget(keys)
+
+    def _mset(self, part, pairs):
+        self._check_part(part)
+        self._own_all([pair[0] for pair in pairs])
+        self.db.mset(pairs)
+
+    def _mdelete(self, part, keys):
+        self._check_part(part)
+        self._own_all(keys)
+        return self.db.mdelete(keys)
+
+    def _partition_call(self, method):
+        def call(part):
+            self._check_part(part)
+            return method()
+
+        return call
+
+    def _switch_engine(self, part, name):
+        self._check_part(part)
+        self.close_cursors()  # their engine is about to close
+        self.db.switch_engine(name)
+
+    # -------------------------------------------------------------- scans
+
+    def _scan(self, part, start, end, reverse, limit):
+        """Open a cursor on a snapshot; returns [cursor id or nil when done, first page]."""
+        self._check_part(part)
+        if len(self._cursors) >= _MAX_CURSORS:
+            self.expire_cursors(time.monotonic())
+            if len(self._cursors) >= _MAX_CURSORS:
+                raise BusyError(f"{_MAX_CURSORS} scan cursors are open on partition {self.index}")
+        iterator = self.db.scan(start, end, reverse=reverse)
+        cursor = next(self._cursor_ids)
+        self._cursors[cursor] = [iterator, time.monotonic()]
+        return self._page(cursor, limit)
+
+    def _scan_next(self, part, cursor, limit):
+        self._check_part(part)
+        if cursor not in self._cursors:
+            raise CursorNotFoundError(f"scan cursor {cursor} is not open on partition {self.index}")
+        return self._page(cursor, limit)
+
+    def _scan_close(self, part, cursor):
+        self._check_part(part)
+        self._cursors.pop(cursor, None)
+
+    def _page(self, cursor: int, limit):
+        entry = self._cursors[cursor]
+        size = self.limits.scan_page_size if limit is None else min(limit, self.limits.scan_page_size)
+        page = list(islice(entry[0], size))
+        if len(page) < size or size == 0:
+            del self._cursors[cursor]
+            return [None, page]
+        entry[1] = time.monotonic()
+        return [cursor, page]
+
+    def expire_cursors(self, now: float) -> None:
+        """Drop cursors idle too long: a vanished client must not pin snapshots forever."""
+        stale = [cursor for cursor, (_, used) in self._cursors.items() if now - used > _CURSOR_IDLE_SECONDS]
+        for cursor in stale:
+            del self._cursors[cursor]
+
+    def close_cursors(self) -> None:
+        self._cursors.clear()
+
+    # -------------------------------------------------------------- the rest
+
+    def _hello(self, version):
+        if version != protocol.PROTOCOL_VERSION:
+            raise ProtocolVersionError(f"server speaks protocol {protocol.PROTOCOL_VERSION}, client {version}")
+        return {"protocol": protocol.PROTOCOL_VERSION, "role": "partition", "index": self.index, "engine": self.db.engine}
+
+    def status(self) -> dict:
+        stats = self.db.stats()
+        levels = stats.get("files_per_level", [])
+        scores = stats.get("compaction_scores", [])
+        return {
+            "index": self.index,
+            "slots": list(self.slot_map.ranges[self.index]),
+            "endpoint": self.endpoint,
+            "engine": self.db.engine,
+            "keys": stats.get("count", 0),
+            "memtable_bytes": stats.get("memtable_bytes", stats.get("memory_bytes", 0)),
+            "files_per_level": levels,
+            "pending_compactions": stats.get("immutable_memtables", 0) + sum(1 for score in scores if score >= 1),
+            "open_cursors": len(self._cursors),
+        }
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """Everything a partition process needs; built by the supervisor."""
+
+    index: int
+    partitions: int
+    directory: str
+    options: object  # StorageOptions of the engine (which never syncs by itself here)
+    fsync: str  # the server's policy, applied by the I/O optimizer and the reply hold
+    limits: Limits
+    max_message_size: int
+    client_hwm: int
+    public_endpoint: str
+    internal_endpoint: str
+    ring_path: str
+    io_wake_endpoint: str
+    io_notify_endpoint: str
+    compactor_endpoints: tuple
+    process_table: str
+
+
+def run_partition(spec: PartitionSpec, stop) -> None:
+    """The actor loop; returns after `stop()` turns true, with the database closed."""
+    context = zmq.Context()
+    wake = context.socket(zmq.PUSH)
+    wake.setsockopt(zmq.LINGER, 0)
+    wake.setsockopt(zmq.SNDHWM, 16)
+    wake.connect(spec.io_wake_endpoint)
+    kick = spec.index.to_bytes(2, "big")
+
+    def wake_io_optimizer():
+        try:
+            wake.send(kick, zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # kicks already queued will wake it
+
+    notify = context.socket(zmq.SUB)
+    notify.setsockopt(zmq.LINGER, 0)
+    notify.setsockopt(zmq.SUBSCRIBE, kick)
+    notify.connect(spec.io_notify_endpoint)
+    ring = WalRing.attach(spec.ring_path)
+    fs = RingFileSystem(ring, wake_io_optimizer)
+    router = None
+    db = None
+    try:
+        # The previous incarnation may have left WAL bytes in the ring: they must be in
+        # the files before recovery reads them.
+        fs.wait_drained(30.0)
+        options = spec.options
+        db = Database(
+            spec.directory,
+            options,
+            fs,
+            None,
+            lambda: PoolWorkerClient(list(spec.compactor_endpoints), spec.process_table),
+        )
+        core = PartitionCore(spec.index, db, SlotMap(spec.partitions), spec.limits, spec.public_endpoint)
+        router = context.socket(zmq.ROUTER)
+        configure_router(router, spec.max_message_size, spec.client_hwm)
+        router.bind(spec.internal_endpoint)
+        router.bind(spec.public_endpoint)
+        _serve(core, router, notify, fs, wake_io_optimizer, spec, stop)
+        db.flush()
+    finally:
+        if router is not None:
+            router.close(0)
+        if db is not None:
+            db.close()
+        notify.close(0)
+        wake.close(0)
+        ring.close()
+        context.term()
+
+
+def _serve(core: PartitionCore, router, notify, fs: RingFileSystem, wake_io, spec: PartitionSpec, stop) -> None:
+    unpack_kwargs = protocol.unpacker_limits(spec.limits)
+    decode, handle = protocol.decode_request, core.handle
+    encode_reply, encode_error = protocol.encode_reply, protocol.encode_error
+    hold_writes = spec.fsync == "always"
+    held: list = []  # (durable position needed, envelope + [reply])
+    poller = zmq.Poller()
+    poller.register(router, zmq.POLLIN)
+    poller.register(notify, zmq.POLLIN)
+    last_tick = time.monotonic()
+    request_id = op = None
+    while True:
+        if stop() and not held:
+            return
+        events = dict(poller.poll(5 if held else 200))
+        if notify in events:
+            while True:
+                try:
+                    notify.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+        if router in events:
+            wrote = []
+            for _ in range(_BURST):
+                try:
+                    frames = router.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                body = frames.pop()
+                try:
+                    request_id, op, args = decode(body, unpack_kwargs, spec.limits)
+                    reply = encode_reply(request_id, handle(op, args))
+                except ConcordKVError as exc:
+                    reply = encode_error(getattr(exc, "request_id", None) if op is None else request_id, exc)
+                except Exception as exc:  # a bug: report it, keep serving everyone else
+                    reply = encode_error(request_id, InternalError(f"{type(exc).__name__}: {exc}"))
+                frames.append(reply)
+                if hold_writes and op in WRITE_OPS:
+                    wrote.append(frames)
+                else:
+                    _send(router, frames)
+                request_id = op = None
+            if wrote:
+                position = fs.position
+                fs.request_durable(position)
+                held.extend((position, frames) for frames in wrote)
+        if held:
+            durable = fs.durable_pos
+            if held[-1][0] <= durable:
+                for _, frames in held:
+                    _send(router, frames)
+                held.clear()
+            elif held[0][0] <= durable:
+                keep = [(position, frames) for position, frames in held if position > durable]
+                for position, frames in held:
+                    if position <= durable:
+                        _send(router, frames)
+                held[:] = keep
+        now = time.monotonic()
+        if now - last_tick > 1.0:
+            last_tick = now
+            core.expire_cursors(now)
+
+
+def _send(router, frames) -> None:
+    try:
+        router.send_multipart(frames, zmq.NOBLOCK)
+    except zmq.Again:
+        pass  # the client does not read its replies (high-water mark): it times out
+    except zmq.ZMQError as exc:
+        if exc.errno != zmq.EHOSTUNREACH:  # the client is gone (ROUTER_MANDATORY)
+            raise
+
+
+def partition_main(spec: PartitionSpec, supervisor_pid: int) -> None:
+    """Entry of the forked partition process."""
+    stop = become_child(supervisor_pid)
+    run_partition(spec, stop)
+    exit_child(0)

@@ -1,0 +1,403 @@
+"""The supervisor: `concordkv serve`. It lays out the server, forks every child, restarts
+the ones that die, and shuts them all down in order.
+
+Children (forked with `multiprocess`; the supervisor itself never creates a ZeroMQ
+context or a thread, so forking stays safe): the I/O optimizer, `compaction_workers`
+pool workers, one process per partition, and the front. A child that dies is restarted
+with backoff (0.1 s doubling to 5 s; reset once it has lived 30 s). Before a partition
+is restarted the whole compaction pool is killed and restarted: a worker still running
+a job for the dead partition could otherwise write a file under a number the
+partition's next incarnation hands out again.
+
+Shutdown (SIGTERM, SIGINT, or `concordkv stop`) runs front → partitions (their replies
+sent, MemTables flushed) → I/O optimizer (rings drained, files synced) → pool, with a
+deadline of 10 s in all, then removes the run directory (rings, sockets, process table)
+and the pid file.
+
+The run directory lives on tmpfs (/dev/shm), named after the data directory: rings
+left by a server that was killed outright are found and drained by the next start.
+This module owns process lifecycle and layout; it must not handle requests or data.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+
+import multiprocess
+import psutil
+
+from concordkv_mp.errors import ConfigError, DatabaseLockedError
+from concordkv_mp.io.fs import DEFAULT_FS, write_file_atomically
+from concordkv_mp.io.wal_ring import WalRing
+from concordkv_mp.ipc.protocol import SLOT_COUNT, Limits
+from concordkv_mp.workers import compaction_pool, io_optimizer
+from concordkv_mp.workers.front import FrontSpec, front_main
+from concordkv_mp.workers.lifecycle import become_child, exit_child
+from concordkv_mp.workers.partition import PartitionSpec, partition_main
+from concordkv_mp.workers.process_table import ProcessEntry, write_table
+
+LAYOUT_FORMAT = 1  # of <data_dir>/SERVER
+RING_CAPACITY = 16 << 20
+SHUTDOWN_SECONDS = 10.0
+_BACKOFF_FIRST, _BACKOFF_MAX, _STABLE_SECONDS = 0.1, 5.0, 30.0
+_fork = multiprocess.get_context("fork")
+
+
+def run_directory(data_dir: str) -> str:
+    digest = hashlib.sha1(os.path.realpath(data_dir).encode()).hexdigest()[:16]
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+    return os.path.join(base, f"concordkv-{digest}")
+
+
+def partition_endpoint(endpoint: str, index: int) -> str:
+    """A partition's public endpoint: the port after the front's (tcp), or a suffix (ipc)."""
+    if endpoint.startswith("tcp://"):
+        host, _, port = endpoint[len("tcp://") :].rpartition(":")
+        return f"tcp://{host}:{int(port) + 1 + index}"
+    return f"{endpoint}.p{index}"
+
+
+@dataclass
+class _Child:
+    role: str
+    index: int | None
+    target: object
+    spec: object
+    process: object = None
+    started: float = 0.0
+    restarts: int = 0
+    backoff: float = _BACKOFF_FIRST
+    restart_at: float | None = None
+
+
+class Supervisor:
+    def __init__(self, config):
+        self.config = config
+        self.data_dir = os.path.abspath(config.data_dir)
+        self.run_dir = run_directory(self.data_dir)
+        self.table_path = os.path.join(self.run_dir, "processes.json")
+        self.children: list[_Child] = []
+        self._stopping = False
+
+    # ------------------------------------------------------------------ layout
+
+    def _check_layout(self) -> None:
+        path = os.path.join(self.data_dir, "SERVER")
+        partitions = self.config.partitions
+        if os.path.exists(path):
+            with open(path) as file:
+                layout = json.load(file)
+            if layout.get("format") != LAYOUT_FORMAT:
+                raise ConfigError("data_dir", f"{path} has layout format {layout.get('format')}, not {LAYOUT_FORMAT}")
+            if layout["partitions"] != partitions:
+                raise ConfigError(
+                    "partitions",
+                    f"{self.data_dir} holds {layout['partitions']} partitions, the config asks for {partitions}; "
+                    "changing the partition count of existing data (resharding) is not supported",
+                )
+        else:
+            layout = {"format": LAYOUT_FORMAT, "partitions": partitions, "slot_count": SLOT_COUNT}
+            write_file_atomically(DEFAULT_FS, path, json.dumps(layout).encode())
+            DEFAULT_FS.sync_dir(self.data_dir)
+
+    def _prepare_run_directory(self) -> list[str]:
+        """Rings (created, or kept from a server that died with bytes in them) and a
+        clean place for sockets."""
+        os.makedirs(self.run_dir, exist_ok=True)
+        for name in os.listdir(self.run_dir):
+            if not name.startswith("ring-"):
+                os.remove(os.path.join(self.run_dir, name))
+        paths = []
+        for index in range(self.config.partitions):
+            path = os.path.join(self.run_dir, f"ring-{index}")
+            if os.path.exists(path):
+                WalRing.attach(path).close()  # validates it; the optimizer drains it
+            else:
+                WalRing.create(path, RING_CAPACITY).close()
+            paths.append(path)
+        return paths
+
+    # ------------------------------------------------------------------ children
+
+    def _plan(self, ring_paths: list[str]) -> None:
+        config, run = self.config, self.run_dir
+        me = os.getpid()
+        limits = Limits(config.max_key_size, config.max_value_size, config.max_batch_keys, config.scan_page_size)
+        wake, notify = f"ipc://{run}/io-wake.sock", f"ipc://{run}/io-notify.sock"
+        compactors = tuple(compaction_pool.worker_endpoint(run, j) for j in range(config.compaction_workers))
+        internal = tuple(f"ipc://{run}/partition-{i}.sock" for i in range(config.partitions))
+        public = tuple(partition_endpoint(config.endpoint, i) for i in range(config.partitions))
+        # The engine never syncs by itself in a server: the I/O optimizer applies the policy.
+        engine_options = replace(config.storage_options(), fsync="none")
+        self.children.append(_Child("io_optimizer", None, _io_main, (ring_paths, config.fsync, wake, notify, me)))
+        for j, endpoint in enumerate(compactors):
+            self.children.append(_Child("compactor", j, _compactor_main, (endpoint, me)))
+        for i in range(config.partitions):
+            spec = PartitionSpec(
+                index=i, partitions=config.partitions, directory=os.path.join(self.data_dir, f"partition-{i}"),
+                options=engine_options, fsync=config.fsync, limits=limits,
+                max_message_size=config.max_message_size, client_hwm=config.client_hwm,
+                public_endpoint=public[i], internal_endpoint=internal[i], ring_path=ring_paths[i],
+                io_wake_endpoint=wake, io_notify_endpoint=notify, compactor_endpoints=compactors,
+                process_table=self.table_path,
+            )
+            self.children.append(_Child("partition", i, partition_main, (spec, me)))
+        front = FrontSpec(
+            endpoint=config.endpoint, partitions=config.partitions, partition_internal_endpoints=internal,
+            partition_public_endpoints=public, ring_paths=tuple(ring_paths), process_table=self.table_path,
+            limits=limits, max_message_size=config.max_message_size, client_hwm=config.client_hwm,
+            fsync=config.fsync, data_dir=self.data_dir,
+        )
+        self.children.append(_Child("front", None, front_main, (front, me)))
+
+    def _start(self, child: _Child) -> None:
+        child.process = _fork.Process(target=child.target, args=child.spec, name=f"ckv-{child.role}", daemon=False)
+        child.process.start()
+        child.started = time.time()
+        child.restart_at = None
+        self._write_table()
+
+    def _write_table(self) -> None:
+        entries = [ProcessEntry("supervisor", None, os.getpid(), self._started, 0)]
+        for child in self.children:
+            alive = child.process is not None and child.process.exitcode is None
+            entries.append(ProcessEntry(child.role, child.index, child.process.pid if alive else None,
+                                        child.started, child.restarts))
+        write_table(self.table_path, entries)
+
+    def _watch_once(self) -> None:
+        now = time.monotonic()
+        changed = False
+        for child in self.children:
+            process = child.process
+            if process is not None and process.exitcode is None:
+                continue
+            if child.restart_at is None:  # just died
+                changed = True
+                lived = time.time() - child.started
+                child.backoff = _BACKOFF_FIRST if lived > _STABLE_SECONDS else min(child.backoff * 2, _BACKOFF_MAX)
+                child.restart_at = now + (_BACKOFF_FIRST if lived > _STABLE_SECONDS else child.backoff)
+                print(f"concordkv: {child.role}{'' if child.index is None else ' ' + str(child.index)} "
+                      f"(pid {process.pid}) exited with {process.exitcode}; restarting", file=sys.stderr, flush=True)
+                if child.role == "partition":
+                    self._restart_pool()
+            if now >= child.restart_at:
+                child.restarts += 1
+                self._start(child)
+        if changed:
+            self._write_table()
+
+    def _restart_pool(self) -> None:
+        pool = [c for c in self.children if c.role == "compactor" and c.process is not None]
+        for child in pool:
+            if child.process.exitcode is None:
+                os.kill(child.process.pid, signal.SIGKILL)
+        for child in pool:
+            child.process.join()
+            child.restarts += 1
+            self._start(child)
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, on_ready=None) -> int:
+        self._started = time.time()
+        self._check_layout()
+        ring_paths = self._prepare_run_directory()
+        self._plan(ring_paths)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            for child in self.children:
+                self._start(child)
+            if on_ready is not None:
+                on_ready()
+            while not self._stopping:
+                self._watch_once()
+                time.sleep(0.05)
+        finally:
+            self._shutdown()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return 0
+
+    def _on_signal(self, signum, frame) -> None:
+        self._stopping = True
+
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + SHUTDOWN_SECONDS
+        for roles, share in ((("front",), 0.15), (("partition",), 0.6), (("io_optimizer",), 0.5), (("compactor",), 1.0)):
+            group = [c.process for c in self.children if c.role in roles and c.process is not None and c.process.exitcode is None]
+            for process in group:
+                _signal(process.pid, signal.SIGTERM)
+            wait_until = time.monotonic() + share * max(0.0, deadline - time.monotonic())
+            for process in group:
+                process.join(max(0.0, wait_until - time.monotonic()))
+                if process.exitcode is None:
+                    _signal(process.pid, signal.SIGKILL)
+                    process.join()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _io_main(ring_paths, fsync, wake, notify, supervisor_pid) -> None:
+    stop = become_child(supervisor_pid)
+    io_optimizer.run(ring_paths, fsync, wake, notify, stop)
+    exit_child(0)
+
+
+def _compactor_main(endpoint, supervisor_pid) -> None:
+    stop = become_child(supervisor_pid)
+    compaction_pool.run_worker(endpoint, stop)
+    exit_child(0)
+
+
+# ---------------------------------------------------------------------- pid file, daemon
+
+
+class _PidFile:
+    """`<pid_file>` locked for the server's life: one server per data directory."""
+
+    def __init__(self, path: str):
+        self.path = path
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self._fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise DatabaseLockedError(f"a server already runs on this data directory (pid file {path})") from None
+            raise
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, f"{os.getpid()}\n".encode())
+
+    def remove(self) -> None:
+        try:
+            os.remove(self.path)
+        finally:
+            os.close(self._fd)
+
+
+def serve(config, daemon: bool = False) -> int:
+    """Run the server until SIGTERM/SIGINT; with `daemon`, detach and return once it answers."""
+    if daemon:
+        return _daemonize(config)
+    os.makedirs(config.data_dir, exist_ok=True)
+    pid_file = _PidFile(config.pid_file)
+    try:
+        supervisor = Supervisor(config)
+        return supervisor.run(on_ready=lambda: _announce(config))
+    finally:
+        pid_file.remove()
+
+
+def _announce(config) -> None:
+    print(
+        f"ConcordKV-MP serving on {config.endpoint} (data {os.path.abspath(config.data_dir)}, "
+        f"{config.partitions} partitions, engine {config.engine}, fsync {config.fsync}).\n"
+        f"  Python:  c = concordkv_mp.connect({config.endpoint!r})\n"
+        f"  Shell:   concordkv cli {config.endpoint}\n"
+        f"  Stop:    Ctrl-C, or `concordkv stop --data-dir {config.data_dir}`",
+        flush=True,
+    )
+
+
+def _daemonize(config) -> int:
+    read_end, write_end = os.pipe()
+    if os.fork() > 0:
+        os.close(write_end)
+        # Read until "ok" or EOF, not to EOF: the server's children inherit the pipe.
+        status = b""
+        with os.fdopen(read_end, "rb") as pipe:
+            while not status.startswith(b"ok"):
+                chunk = pipe.read1(4096)
+                if not chunk:
+                    break
+                status += chunk
+        if status.startswith(b"ok") and _answers(config.endpoint, 30.0):
+            print(f"ConcordKV-MP daemon started (pid file {config.pid_file}, log {config.log_file})")
+            return 0
+        print(f"ConcordKV-MP daemon failed to start: {status.decode(errors='replace') or 'see ' + config.log_file}",
+              file=sys.stderr)
+        return 1
+    os.close(read_end)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    code = 1
+    try:
+        os.makedirs(config.data_dir, exist_ok=True)
+        log = os.open(config.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        pid_file = _PidFile(config.pid_file)
+        try:
+            def ready():
+                _announce(config)
+                os.write(write_end, b"ok")
+                os.close(write_end)
+
+            code = Supervisor(config).run(on_ready=ready)
+        finally:
+            pid_file.remove()
+    except BaseException as exc:  # reported to the waiting parent, then to the log
+        try:
+            os.write(write_end, f"{type(exc).__name__}: {exc}".encode())
+        except OSError:
+            pass
+        raise
+    finally:
+        os._exit(code)
+
+
+def _answers(endpoint: str, timeout: float) -> bool:
+    """Whether the server at `endpoint` answers a ping within `timeout` (parent side of
+    the daemon: it never forks again, so it may use ZeroMQ)."""
+    from concordkv_mp.client.sync_client import connect
+    from concordkv_mp.errors import ConcordKVError
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with connect(endpoint, timeout=1.0) as client:
+                client.ping()
+            return True
+        except ConcordKVError:
+            time.sleep(0.1)
+    return False
+
+
+def stop_server(config, timeout: float = 15.0) -> bool:
+    """SIGTERM the server whose pid file `config.pid_file` names; wait for it to exit."""
+    try:
+        with open(config.pid_file) as file:
+            pid = int(file.read().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        return False
+    try:
+        process = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return False
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except psutil.TimeoutExpired:
+        return False
+    return True
