@@ -38,7 +38,7 @@ from concordkv_mp.ipc import protocol
 from concordkv_mp.ipc.protocol import ANY, FRONT, KEY, PART, Limits, SlotMap
 from concordkv_mp.ipc.sockets import configure_router
 from concordkv_mp.options import ENGINES
-from concordkv_mp.workers.lifecycle import become_child, exit_child
+from concordkv_mp.workers.lifecycle import announce_ready, become_child, exit_child
 from concordkv_mp.workers.process_table import read_table
 
 _INTERNAL = b""  # the routing frame of the front's own requests
@@ -334,6 +334,7 @@ def front_main(spec: FrontSpec, supervisor_pid: int) -> None:
     stop = become_child(supervisor_pid)
     context = zmq.Context()
     front = Front(spec, context)
+    announce_ready()
     try:
         front.serve(stop)
     finally:

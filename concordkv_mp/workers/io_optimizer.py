@@ -74,7 +74,6 @@ from concordkv_mp.io.wal_ring import (
 )
 from concordkv_mp.options import FSYNC_POLICIES
 
-KICK = struct.Struct(">H")
 NOTIFICATION = struct.Struct(">HQQQ")  # ring index, read_pos, durable_pos, error_errno
 EVERYSEC_INTERVAL = 1.0
 IDLE_TIMEOUT = 1.0
@@ -132,6 +131,7 @@ class IoOptimizer:
             raise ConfigError("fsync", f"{fsync!r} is not one of {', '.join(FSYNC_POLICIES)}")
         self._fsync = fsync
         self._rings: list[_RingState] = []
+        self._pool = None
         try:
             for index, path in enumerate(ring_paths):
                 ring = WalRing.attach(path)
@@ -150,7 +150,7 @@ class IoOptimizer:
 
     def close(self) -> None:
         """Close every descriptor and ring (not a sync: see `round(force_sync=True)`)."""
-        if getattr(self, "_pool", None) is not None:
+        if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
         for state in self._rings:
@@ -218,30 +218,29 @@ class IoOptimizer:
         runs: dict[int, _Run] = {}
         records = written = 0
         try:
-            for record in ring.records(f[READ_POS], end):
+            for pos, record_end, kind, file_id, offset, payload in ring.records(f[READ_POS], end):
                 records += 1
-                kind, file_id = record.kind, record.file_id
                 if kind == DATA:
                     if f[ERROR_ERRNO]:
-                        self._forget_dead_producer_error(f, record.pos, start_pos)
+                        self._forget_dead_producer_error(f, pos, start_pos)
                         if f[ERROR_ERRNO]:
                             continue  # fail-stop: see the module docstring
-                    if not record.payload:
+                    if not payload:
                         continue
                     run = runs.get(file_id)
-                    if run is None or run.end != record.offset:
+                    if run is None or run.end != offset:
                         if run is not None:
                             written += self._write(state, run)
-                        fd = state.fds[file_id] if file_id in state.fds else self._open(state, file_id, None, record.end)
+                        fd = state.fds[file_id] if file_id in state.fds else self._open(state, file_id, None, record_end)
                         if fd is None:
                             runs.pop(file_id, None)
                             continue
-                        run = runs[file_id] = _Run(file_id, fd, record.offset)
-                    run.buffers.append(record.payload)
-                    run.end += len(record.payload)
-                    run.last_record_end = record.end
+                        run = runs[file_id] = _Run(file_id, fd, offset)
+                    run.buffers.append(payload)
+                    run.end += len(payload)
+                    run.last_record_end = record_end
                 elif kind == OPEN:
-                    self._open(state, file_id, os.fsdecode(bytes(record.payload)), record.end)
+                    self._open(state, file_id, os.fsdecode(bytes(payload)), record_end)
                 elif kind == CLOSE:
                     run = runs.pop(file_id, None)
                     if run is not None:

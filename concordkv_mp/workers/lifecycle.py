@@ -1,5 +1,7 @@
 """What every server child process does first: die with the supervisor, and turn
-SIGTERM into a stop flag its loop polls.
+SIGTERM into a stop flag its loop polls; and how it tells the supervisor it is ready
+(a byte on a pipe the supervisor made for this incarnation: a child that dies before
+it is ready is in a crash loop and restarted with backoff, one that dies later at once).
 
 SIGINT is ignored in children: Ctrl-C reaches the whole foreground process group, and
 the shutdown order (front, partitions, I/O optimizer, pool) is the supervisor's to run.
@@ -12,6 +14,25 @@ import os
 import signal
 
 from concordkv_mp.workers.compactor import die_with_owner
+
+
+_ready_fd: int | None = None
+
+
+def run_child(ready_fd: int, target, args) -> None:
+    """Entry of every forked child: remember the readiness pipe, run `target(*args)`."""
+    global _ready_fd
+    _ready_fd = ready_fd
+    target(*args)
+
+
+def announce_ready() -> None:
+    """Tell the supervisor this child finished starting (once; later calls do nothing)."""
+    global _ready_fd
+    if _ready_fd is not None:
+        fd, _ready_fd = _ready_fd, None
+        os.write(fd, b"r")
+        os.close(fd)
 
 
 def become_child(supervisor_pid: int):

@@ -40,7 +40,7 @@ from concordkv_mp.ipc import protocol
 from concordkv_mp.ipc.protocol import Limits, SlotMap
 from concordkv_mp.ipc.sockets import configure_router
 from concordkv_mp.workers.compaction_pool import PoolWorkerClient
-from concordkv_mp.workers.lifecycle import become_child, exit_child
+from concordkv_mp.workers.lifecycle import announce_ready, become_child, exit_child
 
 WRITE_OPS = frozenset(("set", "delete", "update", "mset", "mdelete"))
 # Requests taken per loop turn before replies held for durability are considered: big
@@ -280,6 +280,7 @@ def run_partition(spec: PartitionSpec, stop) -> None:
         configure_router(router, spec.max_message_size, spec.client_hwm)
         router.bind(spec.internal_endpoint)
         router.bind(spec.public_endpoint)
+        announce_ready()
         _serve(core, router, notify, fs, wake_io_optimizer, spec, stop)
         db.flush()
     finally:

@@ -4,7 +4,7 @@ the ones that die, and shuts them all down in order.
 Children (forked with `multiprocess`; the supervisor itself never creates a ZeroMQ
 context or a thread, so forking stays safe): the I/O optimizer, `compaction_workers`
 pool workers, one process per partition, and the front. A child that dies is restarted
-with backoff (0.1 s doubling to 5 s; reset once it has lived 30 s). Before a partition
+at once, or with backoff (doubling to 5 s) if it keeps dying before it is ready. Before a partition
 is restarted the whole compaction pool is killed and restarted: a worker still running
 a job for the dead partition could otherwise write a file under a number the
 partition's next incarnation hands out again.
@@ -42,14 +42,17 @@ from concordkv_mp.io.wal_ring import WalRing
 from concordkv_mp.ipc.protocol import SLOT_COUNT, Limits
 from concordkv_mp.workers import compaction_pool, io_optimizer
 from concordkv_mp.workers.front import FrontSpec, front_main
-from concordkv_mp.workers.lifecycle import become_child, exit_child
+from concordkv_mp.workers.lifecycle import announce_ready, become_child, exit_child, run_child
 from concordkv_mp.workers.partition import PartitionSpec, partition_main
 from concordkv_mp.workers.process_table import ProcessEntry, write_table
 
 LAYOUT_FORMAT = 1  # of <data_dir>/SERVER
 RING_CAPACITY = 16 << 20
 SHUTDOWN_SECONDS = 10.0
-_BACKOFF_FIRST, _BACKOFF_MAX, _STABLE_SECONDS = 0.1, 5.0, 30.0
+# A child that dies before it said it is ready is in a crash loop: its restart waits
+# twice as long each time, up to _BACKOFF_MAX. One that was serving is restarted at once:
+# a single crash must not cost clients more than the recovery itself.
+_BACKOFF_FIRST, _BACKOFF_MAX = 0.05, 5.0
 _fork = multiprocess.get_context("fork")
 
 
@@ -78,6 +81,8 @@ class _Child:
     restarts: int = 0
     backoff: float = _BACKOFF_FIRST
     restart_at: float | None = None
+    ready_fd: int | None = None  # read end of this incarnation's readiness pipe
+    ready: bool = False
 
 
 class Supervisor:
@@ -161,11 +166,30 @@ class Supervisor:
         self.children.append(_Child("front", None, front_main, (front, me)))
 
     def _start(self, child: _Child) -> None:
-        child.process = _fork.Process(target=child.target, args=child.spec, name=f"ckv-{child.role}", daemon=False)
+        if child.ready_fd is not None:  # the last incarnation died before it was ready
+            os.close(child.ready_fd)
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        child.process = _fork.Process(
+            target=run_child, args=(write_end, child.target, child.spec), name=f"ckv-{child.role}", daemon=False
+        )
         child.process.start()
+        os.close(write_end)
+        child.ready_fd, child.ready = read_end, False
         child.started = time.time()
         child.restart_at = None
         self._write_table()
+
+    def _check_ready(self, child: _Child) -> None:
+        if child.ready or child.ready_fd is None:
+            return
+        try:
+            data = os.read(child.ready_fd, 1)
+        except BlockingIOError:
+            return
+        child.ready = bool(data)
+        os.close(child.ready_fd)
+        child.ready_fd = None
 
     def _write_table(self) -> None:
         entries = [ProcessEntry("supervisor", None, os.getpid(), self._started, 0)]
@@ -180,13 +204,15 @@ class Supervisor:
         changed = False
         for child in self.children:
             process = child.process
+            self._check_ready(child)
             if process is not None and process.exitcode is None:
                 continue
             if child.restart_at is None:  # just died
                 changed = True
-                lived = time.time() - child.started
-                child.backoff = _BACKOFF_FIRST if lived > _STABLE_SECONDS else min(child.backoff * 2, _BACKOFF_MAX)
-                child.restart_at = now + (_BACKOFF_FIRST if lived > _STABLE_SECONDS else child.backoff)
+                self._check_ready(child)
+                crash_loop = not child.ready
+                child.backoff = min(child.backoff * 2, _BACKOFF_MAX) if crash_loop else _BACKOFF_FIRST
+                child.restart_at = now + (child.backoff if crash_loop else 0.0)
                 print(f"concordkv: {child.role}{'' if child.index is None else ' ' + str(child.index)} "
                       f"(pid {process.pid}) exited with {process.exitcode}; restarting", file=sys.stderr, flush=True)
                 if child.role == "partition":
@@ -244,6 +270,10 @@ class Supervisor:
                 if process.exitcode is None:
                     _signal(process.pid, signal.SIGKILL)
                     process.join()
+        for child in self.children:
+            if child.ready_fd is not None:
+                os.close(child.ready_fd)
+                child.ready_fd = None
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
@@ -256,12 +286,14 @@ def _signal(pid: int, signum: int) -> None:
 
 def _io_main(ring_paths, fsync, wake, notify, supervisor_pid) -> None:
     stop = become_child(supervisor_pid)
+    announce_ready()  # its start is attaching rings and binding two sockets
     io_optimizer.run(ring_paths, fsync, wake, notify, stop)
     exit_child(0)
 
 
 def _compactor_main(endpoint, supervisor_pid) -> None:
     stop = become_child(supervisor_pid)
+    announce_ready()
     compaction_pool.run_worker(endpoint, stop)
     exit_child(0)
 
