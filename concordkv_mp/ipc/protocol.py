@@ -109,14 +109,16 @@ OPERATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def unpacker_limits(limits: Limits) -> dict:
+def unpacker_limits(limits: Limits, max_message_size: int) -> dict:
     """Keyword limits for msgpack.unpackb: no hooks, no maps or ext types in requests,
-    and no object larger than what a valid request could hold."""
+    and no container longer than a valid request's. A bin may be as long as a message
+    (ZeroMQ bounds that): an oversized key or value is then refused by the database
+    layer with KEY_TOO_LARGE / VALUE_TOO_LARGE and the request's id, not as a bad frame."""
     return {
         "raw": False,
         "use_list": True,
         "strict_map_key": True,
-        "max_bin_len": max(limits.max_key_size, limits.max_value_size),
+        "max_bin_len": max_message_size,
         "max_str_len": 1024,
         "max_array_len": max(2 * limits.max_batch_keys, 16),
         "max_map_len": 0,

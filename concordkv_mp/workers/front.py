@@ -24,6 +24,7 @@ import zmq
 
 import concordkv_mp
 from concordkv_mp.errors import (
+    BadFrameError,
     BadRequestError,
     ConcordKVError,
     ConfigError,
@@ -97,7 +98,7 @@ class Front:
         self._fanouts: dict[int, tuple[_FanOut, int]] = {}  # internal id -> (fan-out, partition)
         self._internal_ids = itertools.count(1)
         self._processes: dict[int, psutil.Process] = {}
-        self._unpack = protocol.unpacker_limits(spec.limits)
+        self._unpack = protocol.unpacker_limits(spec.limits, spec.max_message_size)
 
     def close(self) -> None:
         for ring in self.rings:
@@ -133,7 +134,8 @@ class Front:
             except zmq.Again:
                 return
             if len(frames) != 2:
-                continue  # not a DEALER speaking our protocol: nothing to answer to
+                self._reply(frames[0], protocol.encode_error(None, BadFrameError("a request is exactly one frame")))
+                continue
             envelope, body = frames
             request_id = None
             try:

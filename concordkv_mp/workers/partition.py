@@ -295,7 +295,7 @@ def run_partition(spec: PartitionSpec, stop) -> None:
 
 
 def _serve(core: PartitionCore, router, notify, fs: RingFileSystem, wake_io, spec: PartitionSpec, stop) -> None:
-    unpack_kwargs = protocol.unpacker_limits(spec.limits)
+    unpack_kwargs = protocol.unpacker_limits(spec.limits, spec.max_message_size)
     decode, handle = protocol.decode_request, core.handle
     encode_reply, encode_error = protocol.encode_reply, protocol.encode_error
     hold_writes = spec.fsync == "always"
