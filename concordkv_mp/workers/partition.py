@@ -47,6 +47,9 @@ WRITE_OPS = frozenset(("set", "delete", "update", "mset", "mdelete"))
 # enough to share an fsync among many writers, small enough to bound reply latency.
 _BURST = 512
 _MAX_CURSORS = 1024
+# With fsync everysec/none, how long WAL bytes may wait in the ring before the I/O
+# optimizer is woken to write them (writes within it share one wake-up).
+_KICK_INTERVAL_MS = 20
 _CURSOR_IDLE_SECONDS = 60.0
 
 
@@ -303,12 +306,12 @@ def _serve(core: PartitionCore, router, notify, fs: RingFileSystem, wake_io, spe
     poller = zmq.Poller()
     poller.register(router, zmq.POLLIN)
     poller.register(notify, zmq.POLLIN)
-    last_tick = time.monotonic()
-    request_id = op = None
+    last_tick = last_kick = time.monotonic()
+    unkicked = False  # WAL bytes in the ring that the optimizer was not told about
     while True:
         if stop() and not held:
             return
-        events = dict(poller.poll(5 if held else 200))
+        events = dict(poller.poll(5 if held else _KICK_INTERVAL_MS if unkicked else 200))
         if notify in events:
             while True:
                 try:
@@ -323,6 +326,7 @@ def _serve(core: PartitionCore, router, notify, fs: RingFileSystem, wake_io, spe
                 except zmq.Again:
                     break
                 body = frames.pop()
+                request_id = op = None
                 try:
                     request_id, op, args = decode(body, unpack_kwargs, spec.limits)
                     reply = encode_reply(request_id, handle(op, args))
@@ -331,15 +335,23 @@ def _serve(core: PartitionCore, router, notify, fs: RingFileSystem, wake_io, spe
                 except Exception as exc:  # a bug: report it, keep serving everyone else
                     reply = encode_error(request_id, InternalError(f"{type(exc).__name__}: {exc}"))
                 frames.append(reply)
-                if hold_writes and op in WRITE_OPS:
-                    wrote.append(frames)
-                else:
-                    _send(router, frames)
-                request_id = op = None
+                if op in WRITE_OPS:
+                    unkicked = True
+                    if hold_writes:
+                        wrote.append(frames)
+                        continue
+                _send(router, frames)
             if wrote:
                 position = fs.position
-                fs.request_durable(position)
+                fs.request_durable(position)  # kicks the optimizer
+                unkicked = False
                 held.extend((position, frames) for frames in wrote)
+        if unkicked and time.monotonic() - last_kick >= _KICK_INTERVAL_MS / 1000:
+            # everysec / none: the bytes should reach the file soon, but one kick per
+            # write would cost a wake-up of the optimizer per write.
+            wake_io()
+            last_kick = time.monotonic()
+            unkicked = False
         if held:
             durable = fs.durable_pos
             if held[-1][0] <= durable:
