@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench clean
+.PHONY: run demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The server with the embedded defaults of SPEC.md: LSM engine, data in ./data,
+# front on tcp://127.0.0.1:7379 (Ctrl-C stops it cleanly). `demo` runs the embedded demo.
 run: $(STAMP)
+	$(BIN)/concordkv serve --data-dir ./data --endpoint tcp://127.0.0.1:7379 --engine lsm
+
+demo: $(STAMP)
 	$(BIN)/concordkv demo ./demo-data
 
 test: $(STAMP)
@@ -27,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python profiles/bench_engine.py
 	$(BIN)/python profiles/bench_engine.py --engines
+	$(BIN)/python profiles/bench_server.py
 
 clean:
 	rm -rf $(VENV) demo-data .pytest_cache .hypothesis
