@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from concordkv_mp import errors
+from concordkv_mp import aio, errors
 from concordkv_mp.client.sync_client import Client, connect
 from concordkv_mp.database import Database
 from concordkv_mp.errors import InvalidTypeError
@@ -18,7 +18,7 @@ from concordkv_mp.io.fs import DEFAULT_FS
 from concordkv_mp.options import StorageOptions
 
 __version__ = "0.1.0"
-__all__ = ["open", "connect", "Database", "Client", "StorageOptions", "errors", "__version__"]
+__all__ = ["open", "connect", "aio", "Database", "Client", "StorageOptions", "errors", "__version__"]
 
 
 def open(path, engine: str | None = None, *, for_testing_fs=None, **options) -> Database:  # noqa: A001 - the public name

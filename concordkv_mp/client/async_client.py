@@ -60,27 +60,38 @@ class _Channel:
 
     @staticmethod
     async def _read(socket, waiting: dict) -> None:
-        unpackb, ok = msgpack.unpackb, protocol.OK
+        # After each awaited message, drain what else is queued through a blocking
+        # twin of the socket (zmq.NOBLOCK): one reply per trip through pyzmq's asyncio
+        # machinery costs more than the reply itself. The next awaited recv checks the
+        # socket's events before it sleeps, so nothing drained this way is missed.
+        drain = zmq.Socket.shadow(socket.underlying).recv
+        unpackb, ok, again = msgpack.unpackb, protocol.OK, zmq.Again
         while True:
             try:
-                frame = await socket.recv()
+                frames = [await socket.recv()]
+                while True:
+                    try:
+                        frames.append(drain(zmq.NOBLOCK))
+                    except again:
+                        break
             except zmq.ZMQError:  # the socket was closed under us: replace() or close()
                 return
-            try:
-                reply = unpackb(frame, raw=False)
-                future = waiting.pop(reply[0], None)
-                if future is None or future.done():
-                    continue  # late: its caller timed out or gave up
-                if reply[1] == ok:
-                    future.set_result(reply[2])
-                else:
-                    future.set_exception(error_from_code(reply[2], reply[3]))
-            except Exception:  # noqa: BLE001 - a garbled reply names no caller to tell; it times out
-                continue
+            for frame in frames:
+                try:
+                    reply = unpackb(frame, raw=False)
+                    future = waiting.pop(reply[0], None)
+                    if future is None or future.done():
+                        continue  # late: its caller timed out or gave up
+                    if reply[1] == ok:
+                        future.set_result(reply[2])
+                    else:
+                        future.set_exception(error_from_code(reply[2], reply[3]))
+                except Exception:  # a garbled reply names no caller to tell: that caller times out
+                    continue
 
-    def replace(self, error_message: str) -> None:
+    def replace(self, reason: str) -> None:
         """Drop the socket and what is queued in it; fail its waiting futures."""
-        self._shut(lambda: ServerTimeoutError(error_message))
+        self._shut(lambda: ServerTimeoutError(f"dropped with the connection to {self.endpoint}: {reason}"))
         self.waiting = {}
         self.open()
 
@@ -127,11 +138,14 @@ class AsyncClient:
         channels = [_Channel(self._context, endpoint) for endpoint in self.map.partition_endpoints]
         try:
             await self._gather([self._call(channel, "ping", timeout=_PROBE_TIMEOUT) for channel in channels])
-        except (ServerTimeoutError, UnavailableError):
-            # Unreachable from here (NAT, another host's loopback...): the front routes the
-            # same frames, so everything goes through it.
+        except BaseException as exc:
+            # Open sockets would hang Context.term() in close(): shut these whatever happened.
             await asyncio.gather(*(channel.close() for channel in channels), return_exceptions=True)
-            return False
+            if isinstance(exc, (ServerTimeoutError, UnavailableError)):
+                # Unreachable from here (NAT, another host's loopback...): the front routes
+                # the same frames, so everything goes through it.
+                return False
+            raise
         self._partitions = channels
         return True
 

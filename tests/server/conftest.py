@@ -34,8 +34,8 @@ def free_port_block(size: int) -> int:
         try:
             for port in range(base, base + size):
                 s = socket.socket()
-                s.bind(("127.0.0.1", port))
                 sockets.append(s)
+                s.bind(("127.0.0.1", port))
             return base
         except OSError:
             continue

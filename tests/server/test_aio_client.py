@@ -181,7 +181,7 @@ _operations = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(operations=_operations, direct=st.booleans())
 def test_random_operations_match_a_dict(shared, operations, direct):
     ns = namespace()
