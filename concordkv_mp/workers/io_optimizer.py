@@ -15,7 +15,8 @@ SIGKILLed at any instant and restarted: it resumes at read_pos, and re-writing b
 is harmless because they carry their offsets. Bytes its predecessor pwrote but did not
 fdatasync may belong to files it closed and forgot, so a restart that finds read_pos
 past durable_pos runs sync(2) — the only call that covers files no one has open —
-once, then publishes them durable.
+once, then publishes them durable. It holds an flock on every ring, so a second
+optimizer started too early waits for the first to be gone.
 
 Failures are fail-stop per ring, as in the engines: after an OSError writing or syncing
 a ring's file, the ring's error_errno is set (its producer's waits raise

@@ -32,6 +32,7 @@ from concordkv_mp.errors import (
     CursorNotFoundError,
     InternalError,
     ProtocolVersionError,
+    StorageIOError,
     WrongPartitionError,
 )
 from concordkv_mp.io.ring_fs import RingFileSystem
@@ -302,7 +303,7 @@ def _serve(core: PartitionCore, router, notify, fs: RingFileSystem, wake_io, spe
     decode, handle = protocol.decode_request, core.handle
     encode_reply, encode_error = protocol.encode_reply, protocol.encode_error
     hold_writes = spec.fsync == "always"
-    held: list = []  # (durable position needed, envelope + [reply])
+    held: list = []  # (durable position needed, envelope + [reply], request id)
     poller = zmq.Poller()
     poller.register(router, zmq.POLLIN)
     poller.register(notify, zmq.POLLIN)
@@ -338,29 +339,39 @@ def _serve(core: PartitionCore, router, notify, fs: RingFileSystem, wake_io, spe
                 if op in WRITE_OPS:
                     unkicked = True
                     if hold_writes:
-                        wrote.append(frames)
+                        wrote.append((frames, request_id))
                         continue
                 _send(router, frames)
             if wrote:
                 position = fs.position
                 fs.request_durable(position)  # kicks the optimizer
                 unkicked = False
-                held.extend((position, frames) for frames in wrote)
+                held.extend((position, frames, request_id) for frames, request_id in wrote)
         if unkicked and time.monotonic() - last_kick >= _KICK_INTERVAL_MS / 1000:
             # everysec / none: the bytes should reach the file soon, but one kick per
             # write would cost a wake-up of the optimizer per write.
             wake_io()
             last_kick = time.monotonic()
             unkicked = False
+        try:
+            fs.raise_if_failed()
+        except StorageIOError as exc:
+            # The optimizer could not write or sync this partition's WAL: the held writes
+            # are not durable and never will be. Fail them, then stop: the supervisor
+            # restarts this partition, which recovers from what did reach the files.
+            for _, frames, request_id in held:
+                frames[-1] = encode_error(request_id, exc)
+                _send(router, frames)
+            raise
         if held:
             durable = fs.durable_pos
             if held[-1][0] <= durable:
-                for _, frames in held:
+                for _, frames, _ in held:
                     _send(router, frames)
                 held.clear()
             elif held[0][0] <= durable:
-                keep = [(position, frames) for position, frames in held if position > durable]
-                for position, frames in held:
+                keep = [entry for entry in held if entry[0] > durable]
+                for position, frames, _ in held:
                     if position <= durable:
                         _send(router, frames)
                 held[:] = keep
