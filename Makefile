@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python profiles/bench_engine.py
 	$(BIN)/python profiles/bench_engine.py --engines
+	$(BIN)/python profiles/bench_server.py
 
 clean:
 	rm -rf $(VENV) demo-data .pytest_cache .hypothesis
