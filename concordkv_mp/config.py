@@ -21,10 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 from concordkv_mp.errors import ConfigError
+from concordkv_mp.ipc.protocol import DEFAULT_ENDPOINT
 from concordkv_mp.options import KiB, StorageOptions
 
 ENV_PREFIX = "CKV_"
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:7379"
 
 # CKV_ variables that other parts of the project read; they are not config fields, so
 # they must not be refused as misspelt ones.

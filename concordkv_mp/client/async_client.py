@@ -27,13 +27,17 @@ import zmq
 import zmq.asyncio
 
 from concordkv_mp.arguments import ArgumentChecker
-from concordkv_mp.client.routing import ServerMap
-from concordkv_mp.client.sync_client import DEFAULT_ENDPOINT
+from concordkv_mp.client.routing import (
+    PROBE_TIMEOUT,
+    SWITCH_TIMEOUT,
+    ServerMap,
+    combine_stats,
+    scatter,
+)
 from concordkv_mp.errors import ClosedError, ServerTimeoutError, UnavailableError, error_from_code
 from concordkv_mp.ipc import protocol
+from concordkv_mp.ipc.protocol import DEFAULT_ENDPOINT
 
-_SWITCH_TIMEOUT = 3600.0
-_PROBE_TIMEOUT = 1.0
 
 
 class _Channel:
@@ -137,7 +141,7 @@ class AsyncClient:
     async def _probe_partitions(self) -> bool:
         channels = [_Channel(self._context, endpoint) for endpoint in self.map.partition_endpoints]
         try:
-            await self._gather([self._call(channel, "ping", timeout=_PROBE_TIMEOUT) for channel in channels])
+            await self._gather([self._call(channel, "ping", timeout=PROBE_TIMEOUT) for channel in channels])
         except BaseException as exc:
             # Open sockets would hang Context.term() in close(): shut these whatever happened.
             await asyncio.gather(*(channel.close() for channel in channels), return_exceptions=True)
@@ -223,11 +227,7 @@ class AsyncClient:
             return []
         chunks = self.map.split_keys(keys)
         replies = await self._gather([self._call(self._partitions[p], "mget", p, chunk) for p, _, chunk in chunks])
-        values: list = [None] * len(keys)
-        for (_, positions, _), chunk_values in zip(chunks, replies):
-            for position, value in zip(positions, chunk_values):
-                values[position] = value
-        return values
+        return scatter(chunks, replies, len(keys))
 
     async def mset(self, mapping_or_pairs) -> None:
         """Set many keys; atomic within each partition (not across partitions)."""
@@ -320,10 +320,7 @@ class AsyncClient:
 
     async def stats(self) -> dict:
         per_partition = await self._each_partition("stats")
-        return {
-            "partitions": per_partition,
-            "count": sum(stats.get("count", 0) for stats in per_partition),
-        }
+        return combine_stats(per_partition)
 
     async def flush(self) -> None:
         await self._each_partition("flush")
@@ -340,7 +337,7 @@ class AsyncClient:
 
     async def switch_engine(self, name: str) -> None:
         """Switch every partition to engine `name` (each one's data is copied)."""
-        await self._call(self._front, "set_engine", name, timeout=_SWITCH_TIMEOUT)
+        await self._call(self._front, "set_engine", name, timeout=SWITCH_TIMEOUT)
 
     async def ping(self) -> str:
         return await self._call(self._front, "ping")

@@ -2,7 +2,8 @@
 
 `ServerMap` holds the HELLO reply of the front: protocol version, slot ranges,
 partition endpoints and limits. `split_keys` / `split_pairs` group a batch by owning
-partition and `merge_scans` merges per-partition pages in key order. Pure functions
+partition, `scatter` puts an mget's replies back in order, `combine_stats` sums the
+partitions' stats, and `merge_scans` merges per-partition pages in key order. Pure functions
 over data: no sockets here, so the sync and asyncio clients share every rule.
 """
 
@@ -15,6 +16,11 @@ from operator import itemgetter
 from concordkv_mp.errors import ProtocolVersionError
 from concordkv_mp.ipc import protocol
 from concordkv_mp.ipc.protocol import SlotMap
+
+# An engine switch copies a whole partition; the probe of partition endpoints at connect
+# decides between talking to partitions directly and going through the front.
+SWITCH_TIMEOUT = 3600.0
+PROBE_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,20 @@ class ServerMap:
             for first in range(0, len(positions), step):
                 chunks.append((partition, [pairs[i] for i in positions[first : first + step]]))
         return chunks
+
+
+def scatter(chunks, replies, count: int) -> list:
+    """The values of `split_keys` chunks' replies, back in the order of the keys asked."""
+    values: list = [None] * count
+    for (_, positions, _), chunk_values in zip(chunks, replies):
+        for position, value in zip(positions, chunk_values):
+            values[position] = value
+    return values
+
+
+def combine_stats(per_partition: list[dict]) -> dict:
+    """A client's `stats()`: every partition's engine stats and the total count."""
+    return {"partitions": per_partition, "count": sum(stats.get("count", 0) for stats in per_partition)}
 
 
 def merge_scans(streams, reverse: bool):

@@ -23,13 +23,18 @@ import msgpack
 import zmq
 
 from concordkv_mp.arguments import ArgumentChecker
-from concordkv_mp.client.routing import ServerMap, merge_scans
+from concordkv_mp.client.routing import (
+    PROBE_TIMEOUT,
+    SWITCH_TIMEOUT,
+    ServerMap,
+    combine_stats,
+    merge_scans,
+    scatter,
+)
 from concordkv_mp.errors import ServerTimeoutError, UnavailableError, error_from_code
 from concordkv_mp.ipc import protocol
+from concordkv_mp.ipc.protocol import DEFAULT_ENDPOINT
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:7379"
-_SWITCH_TIMEOUT = 3600.0
-_PROBE_TIMEOUT = 1.0
 
 
 class _Channel:
@@ -78,7 +83,7 @@ class Client:
     def _probe_partitions(self) -> bool:
         channels = [_Channel(self._context, endpoint) for endpoint in self.map.partition_endpoints]
         try:
-            self._call_many([(channel, ("ping",)) for channel in channels], _PROBE_TIMEOUT)
+            self._call_many([(channel, ("ping",)) for channel in channels], PROBE_TIMEOUT)
         except (ServerTimeoutError, UnavailableError):
             for channel in channels:
                 channel.close()
@@ -181,11 +186,7 @@ class Client:
         keys = self._checker.keys(keys)
         chunks = self.map.split_keys(keys)
         replies = self._call_many([(self._partitions[p], ("mget", p, chunk)) for p, _, chunk in chunks])
-        values: list = [None] * len(keys)
-        for (_, positions, _), chunk_values in zip(chunks, replies):
-            for position, value in zip(positions, chunk_values):
-                values[position] = value
-        return values
+        return scatter(chunks, replies, len(keys))
 
     def mset(self, mapping_or_pairs) -> None:
         """Set many keys; atomic within each partition (not across partitions)."""
@@ -242,10 +243,7 @@ class Client:
 
     def stats(self) -> dict:
         per_partition = self._each_partition("stats")
-        return {
-            "partitions": per_partition,
-            "count": sum(stats.get("count", 0) for stats in per_partition),
-        }
+        return combine_stats(per_partition)
 
     def flush(self) -> None:
         self._each_partition("flush")
@@ -262,7 +260,7 @@ class Client:
 
     def switch_engine(self, name: str) -> None:
         """Switch every partition to engine `name` (each one's data is copied)."""
-        self._call(self._front, "set_engine", name, timeout=_SWITCH_TIMEOUT)
+        self._call(self._front, "set_engine", name, timeout=SWITCH_TIMEOUT)
 
     def ping(self) -> str:
         return self._call(self._front, "ping")

@@ -1,7 +1,8 @@
 """ZeroMQ socket settings shared by every server socket that faces clients.
 
-Each setting bounds what one peer can cost the server (docs/protocol.md, "Limits"):
-it owns only socket options, never message contents.
+Each setting bounds what one peer can cost the server (docs/protocol.md, "Limits"),
+and `send_or_drop` is how a reply meets those bounds. It owns socket options and
+sending, never message contents.
 """
 
 from __future__ import annotations
@@ -26,3 +27,19 @@ def configure_router(socket, max_message_size: int, hwm: int) -> None:
     socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
     socket.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_IVL_MS)
     socket.setsockopt(zmq.LINGER, 0)
+
+
+def send_or_drop(socket, frames) -> None:
+    """Send a reply on a client-facing ROUTER without ever blocking, or drop it.
+
+    With ROUTER_MANDATORY, a peer whose queue is full (it does not read its replies)
+    raises EAGAIN and one that is gone raises EHOSTUNREACH: the reply is dropped and
+    that client times out, while everyone else is served.
+    """
+    try:
+        socket.send_multipart(frames, zmq.NOBLOCK)
+    except zmq.Again:
+        pass
+    except zmq.ZMQError as exc:
+        if exc.errno != zmq.EHOSTUNREACH:
+            raise

@@ -1,9 +1,11 @@
 """The engine's handle on its compaction worker process: start, submit, restart, stop.
 
-Owned by one engine's background thread (calls are serialised by that thread). It
-turns worker replies back into `FileMeta`s or the errors the worker met; a worker that
-died mid-task is restarted and the task tried once more, since a task only reads its
-inputs and (re)writes files under numbers reserved for it.
+Owned by one engine's background thread (calls are serialised by that thread).
+`WorkerJobs` (shared with the server's pool handle) encodes the jobs and turns worker
+replies back into `FileMeta`s or the errors the worker met; `CompactionWorkerClient`
+runs them on a private worker process: one that died mid-task is restarted and the
+task tried once more, since a task only reads its inputs and (re)writes files under
+numbers reserved for it.
 """
 
 from __future__ import annotations
@@ -26,12 +28,36 @@ PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 0
 
 
-class CompactionWorkerClient:
+class WorkerJobs:
+    """The jobs an engine hands a worker, over a subclass's `_run(request) -> reply`:
+    the request encoding and the mapping of error replies to exceptions, shared by the
+    embedded engine's private worker and the server's pool (compaction_pool.py)."""
+
+    tasks = 0
+
+    def compact(self, directory: str, task, options) -> list[FileMeta]:
+        return self._call({"op": "compact", "directory": directory, "task": task.to_record()}, options)
+
+    def flush(self, directory: str, number: int, items: list, options) -> FileMeta | None:
+        """Write a frozen MemTable, given as its (key, entry) items, as table `number`."""
+        outputs = self._call({"op": "flush", "directory": directory, "number": number, "items": items}, options)
+        return outputs[0] if outputs else None
+
+    def _call(self, fields: dict, options) -> list[FileMeta]:
+        reply = self._run(msgpack.packb({"version": PROTOCOL_VERSION, "options": dataclasses.asdict(options), **fields}))
+        self.tasks += 1
+        if "error" in reply:
+            if reply.get("code") in ("CORRUPTION", "UNSUPPORTED_FORMAT"):
+                raise CorruptionError(reply.get("path", fields["directory"]), reply["error"])
+            raise StorageIOError(reply.get("errno") or 0, f"compaction worker: {reply['error']}")
+        return [FileMeta.from_record(record) for record in reply["outputs"]]
+
+
+class CompactionWorkerClient(WorkerJobs):
     def __init__(self):
         self._process: subprocess.Popen | None = None
         self._unpacker = None  # made fresh with each process
         self.starts = 0
-        self.tasks = 0
 
     @property
     def restarts(self) -> int:
@@ -69,29 +95,14 @@ class CompactionWorkerClient:
             self.stop()
             raise
 
-    def compact(self, directory: str, task, options) -> list[FileMeta]:
-        return self._call({"op": "compact", "directory": directory, "task": task.to_record()}, options)
-
-    def flush(self, directory: str, number: int, items: list, options) -> FileMeta | None:
-        """Write a frozen MemTable, given as its (key, entry) items, as table `number`."""
-        outputs = self._call({"op": "flush", "directory": directory, "number": number, "items": items}, options)
-        return outputs[0] if outputs else None
-
-    def _call(self, fields: dict, options) -> list[FileMeta]:
-        request = msgpack.packb({"version": PROTOCOL_VERSION, "options": dataclasses.asdict(options), **fields})
+    def _run(self, request: bytes) -> dict:
         try:
-            reply = self._exchange(request)
+            return self._exchange(request)
         except (OSError, EOFError):
             try:
-                reply = self._exchange(request)
+                return self._exchange(request)
             except (OSError, EOFError) as exc:
                 raise StorageIOError(0, f"compaction worker failed twice: {exc}") from exc
-        self.tasks += 1
-        if "error" in reply:
-            if reply.get("code") in ("CORRUPTION", "UNSUPPORTED_FORMAT"):
-                raise CorruptionError(reply.get("path", fields["directory"]), reply["error"])
-            raise StorageIOError(reply.get("errno") or 0, f"compaction worker: {reply['error']}")
-        return [FileMeta.from_record(record) for record in reply["outputs"]]
 
     def stop(self) -> None:
         process, self._process = self._process, None

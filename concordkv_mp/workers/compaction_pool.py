@@ -16,17 +16,15 @@ it restarts a partition (see supervisor.py).
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import os
 
 import msgpack
 import zmq
 
-from concordkv_mp.engines.lsm.file_meta import FileMeta
-from concordkv_mp.errors import CorruptionError, StorageIOError
+from concordkv_mp.errors import StorageIOError
 from concordkv_mp.workers import compactor
-from concordkv_mp.workers.compaction_client import PROTOCOL_VERSION
+from concordkv_mp.workers.compaction_client import WorkerJobs
 from concordkv_mp.workers.process_table import pid_of
 
 # How often a waiting client checks that its worker still lives.
@@ -63,7 +61,7 @@ def run_worker(endpoint: str, stop) -> None:
         context.term()
 
 
-class PoolWorkerClient:
+class PoolWorkerClient(WorkerJobs):
     """One engine thread's handle on the pool (not thread-safe: one thread uses it)."""
 
     _next_start = itertools.count()
@@ -74,34 +72,18 @@ class PoolWorkerClient:
         self._worker = next(self._next_start) % len(endpoints)
         self._context = None
         self._socket = None
-        self.tasks = 0
         self.restarts = 0  # jobs sent again because their worker died
         self.pid = None  # of the worker that ran the last job
 
-    def compact(self, directory: str, task, options) -> list[FileMeta]:
-        return self._call({"op": "compact", "directory": directory, "task": task.to_record()}, options)
-
-    def flush(self, directory: str, number: int, items: list, options) -> FileMeta | None:
-        outputs = self._call({"op": "flush", "directory": directory, "number": number, "items": items}, options)
-        return outputs[0] if outputs else None
-
-    def _call(self, fields: dict, options) -> list[FileMeta]:
-        request = msgpack.packb({"version": PROTOCOL_VERSION, "options": dataclasses.asdict(options), **fields})
+    def _run(self, request: bytes) -> dict:
         for _attempt in range(_MAX_ATTEMPTS):
             reply = self._exchange(request)
             if reply is not None:
-                break
+                self.pid = reply.get("pid")
+                return reply
             self.restarts += 1
             self._worker = (self._worker + 1) % len(self._endpoints)
-        else:
-            raise StorageIOError(0, f"compaction job lost {_MAX_ATTEMPTS} times: its workers kept dying")
-        self.tasks += 1
-        self.pid = reply.get("pid")
-        if "error" in reply:
-            if reply.get("code") in ("CORRUPTION", "UNSUPPORTED_FORMAT"):
-                raise CorruptionError(reply.get("path", fields["directory"]), reply["error"])
-            raise StorageIOError(reply.get("errno") or 0, f"compaction worker: {reply['error']}")
-        return [FileMeta.from_record(record) for record in reply["outputs"]]
+        raise StorageIOError(0, f"compaction job lost {_MAX_ATTEMPTS} times: its workers kept dying")
 
     def _exchange(self, request: bytes) -> dict | None:
         """The worker's reply, or None if the worker died with the job."""

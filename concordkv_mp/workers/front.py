@@ -37,7 +37,7 @@ from concordkv_mp.errors import (
 from concordkv_mp.io.wal_ring import WalRing
 from concordkv_mp.ipc import protocol
 from concordkv_mp.ipc.protocol import ANY, FRONT, KEY, PART, Limits, SlotMap
-from concordkv_mp.ipc.sockets import configure_router
+from concordkv_mp.ipc.sockets import configure_router, send_or_drop
 from concordkv_mp.options import ENGINES
 from concordkv_mp.workers.lifecycle import announce_ready, become_child, exit_child
 from concordkv_mp.workers.process_table import read_table
@@ -99,6 +99,27 @@ class Front:
         self._internal_ids = itertools.count(1)
         self._processes: dict[int, psutil.Process] = {}
         self._unpack = protocol.unpacker_limits(spec.limits, spec.max_message_size)
+        self._hello = self._hello_reply()
+
+    def _hello_reply(self) -> dict:
+        """What HELLO answers: fixed for the server's life, so built once."""
+        limits = self.spec.limits
+        return {
+            "protocol": protocol.PROTOCOL_VERSION,
+            "role": "front",
+            "server": concordkv_mp.__version__,
+            "partitions": self.spec.partitions,
+            "slot_count": protocol.SLOT_COUNT,
+            "slot_ranges": [list(r) for r in self.slot_map.ranges],
+            "partition_endpoints": list(self.spec.partition_public_endpoints),
+            "limits": {
+                "max_key_size": limits.max_key_size,
+                "max_value_size": limits.max_value_size,
+                "max_batch_keys": limits.max_batch_keys,
+                "scan_page_size": limits.scan_page_size,
+                "max_message_size": self.spec.max_message_size,
+            },
+        }
 
     def close(self) -> None:
         for ring in self.rings:
@@ -177,13 +198,7 @@ class Front:
                 self._reply(envelope, body)
 
     def _reply(self, envelope: bytes, body: bytes) -> None:
-        try:
-            self.clients.send_multipart([envelope, body], zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # the client does not read its replies: its queue is full
-        except zmq.ZMQError as exc:
-            if exc.errno != zmq.EHOSTUNREACH:  # the client left
-                raise
+        send_or_drop(self.clients, [envelope, body])
 
     # ------------------------------------------------------------------ answers
 
@@ -192,23 +207,7 @@ class Front:
             return "pong"
         if args[0] != protocol.PROTOCOL_VERSION:
             raise ProtocolVersionError(f"server speaks protocol {protocol.PROTOCOL_VERSION}, client {args[0]}")
-        limits = self.spec.limits
-        return {
-            "protocol": protocol.PROTOCOL_VERSION,
-            "role": "front",
-            "server": concordkv_mp.__version__,
-            "partitions": self.spec.partitions,
-            "slot_count": protocol.SLOT_COUNT,
-            "slot_ranges": [list(r) for r in self.slot_map.ranges],
-            "partition_endpoints": list(self.spec.partition_public_endpoints),
-            "limits": {
-                "max_key_size": limits.max_key_size,
-                "max_value_size": limits.max_value_size,
-                "max_batch_keys": limits.max_batch_keys,
-                "scan_page_size": limits.scan_page_size,
-                "max_message_size": self.spec.max_message_size,
-            },
-        }
+        return self._hello
 
     def _start_fanout(self, envelope, request_id, op, args) -> None:
         if op == "set_engine":

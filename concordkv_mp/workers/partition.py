@@ -39,7 +39,7 @@ from concordkv_mp.io.ring_fs import RingFileSystem
 from concordkv_mp.io.wal_ring import WalRing
 from concordkv_mp.ipc import protocol
 from concordkv_mp.ipc.protocol import Limits, SlotMap
-from concordkv_mp.ipc.sockets import configure_router
+from concordkv_mp.ipc.sockets import configure_router, send_or_drop
 from concordkv_mp.workers.compaction_pool import PoolWorkerClient
 from concordkv_mp.workers.lifecycle import announce_ready, become_child, exit_child
 
@@ -303,7 +303,7 @@ def _serve(core: PartitionCore, router, notify, fs: RingFileSystem, wake_io, spe
     decode, handle = protocol.decode_request, core.handle
     encode_reply, encode_error = protocol.encode_reply, protocol.encode_error
     hold_writes = spec.fsync == "always"
-    held: list = []  # (durable position needed, envelope + [reply], request id)
+    held: list = []  # (durable position needed, envelope + [reply], request id), in order
     poller = zmq.Poller()
     poller.register(router, zmq.POLLIN)
     poller.register(notify, zmq.POLLIN)
@@ -341,7 +341,7 @@ def _serve(core: PartitionCore, router, notify, fs: RingFileSystem, wake_io, spe
                     if hold_writes:
                         wrote.append((frames, request_id))
                         continue
-                _send(router, frames)
+                send_or_drop(router, frames)
             if wrote:
                 position = fs.position
                 fs.request_durable(position)  # kicks the optimizer
@@ -361,34 +361,22 @@ def _serve(core: PartitionCore, router, notify, fs: RingFileSystem, wake_io, spe
             # restarts this partition, which recovers from what did reach the files.
             for _, frames, request_id in held:
                 frames[-1] = encode_error(request_id, exc)
-                _send(router, frames)
+                send_or_drop(router, frames)
             raise
         if held:
+            # Positions only grow along `held`: the durable entries are a prefix.
             durable = fs.durable_pos
-            if held[-1][0] <= durable:
-                for _, frames, _ in held:
-                    _send(router, frames)
-                held.clear()
-            elif held[0][0] <= durable:
-                keep = [entry for entry in held if entry[0] > durable]
-                for position, frames, _ in held:
-                    if position <= durable:
-                        _send(router, frames)
-                held[:] = keep
+            released = 0
+            for position, frames, _ in held:
+                if position > durable:
+                    break
+                send_or_drop(router, frames)
+                released += 1
+            del held[:released]
         now = time.monotonic()
         if now - last_tick > 1.0:
             last_tick = now
             core.expire_cursors(now)
-
-
-def _send(router, frames) -> None:
-    try:
-        router.send_multipart(frames, zmq.NOBLOCK)
-    except zmq.Again:
-        pass  # the client does not read its replies (high-water mark): it times out
-    except zmq.ZMQError as exc:
-        if exc.errno != zmq.EHOSTUNREACH:  # the client is gone (ROUTER_MANDATORY)
-            raise
 
 
 def partition_main(spec: PartitionSpec, supervisor_pid: int) -> None:

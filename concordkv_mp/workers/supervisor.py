@@ -82,7 +82,6 @@ class _Child:
     backoff: float = _BACKOFF_FIRST
     restart_at: float | None = None
     ready_fd: int | None = None  # read end of this incarnation's readiness pipe
-    ready: bool = False
 
 
 class Supervisor:
@@ -166,7 +165,7 @@ class Supervisor:
         self.children.append(_Child("front", None, front_main, (front, me)))
 
     def _start(self, child: _Child) -> None:
-        if child.ready_fd is not None:  # the last incarnation died before it was ready
+        if child.ready_fd is not None:  # the pool, killed without being asked if it was ready
             os.close(child.ready_fd)
         read_end, write_end = os.pipe()
         os.set_blocking(read_end, False)
@@ -175,21 +174,20 @@ class Supervisor:
         )
         child.process.start()
         os.close(write_end)
-        child.ready_fd, child.ready = read_end, False
+        child.ready_fd = read_end
         child.started = time.time()
         child.restart_at = None
-        self._write_table()
 
-    def _check_ready(self, child: _Child) -> None:
-        if child.ready or child.ready_fd is None:
-            return
+    def _was_ready(self, child: _Child) -> bool:
+        """Whether the incarnation that just died had said it was ready (its pipe holds
+        the byte, or is at EOF: every write end is closed once the child is gone)."""
+        fd, child.ready_fd = child.ready_fd, None
         try:
-            data = os.read(child.ready_fd, 1)
+            return os.read(fd, 1) == b"r"
         except BlockingIOError:
-            return
-        child.ready = bool(data)
-        os.close(child.ready_fd)
-        child.ready_fd = None
+            return False
+        finally:
+            os.close(fd)
 
     def _write_table(self) -> None:
         entries = [ProcessEntry("supervisor", None, os.getpid(), self._started, 0)]
@@ -204,13 +202,11 @@ class Supervisor:
         changed = False
         for child in self.children:
             process = child.process
-            self._check_ready(child)
             if process is not None and process.exitcode is None:
                 continue
             if child.restart_at is None:  # just died
                 changed = True
-                self._check_ready(child)
-                crash_loop = not child.ready
+                crash_loop = not self._was_ready(child)
                 child.backoff = min(child.backoff * 2, _BACKOFF_MAX) if crash_loop else _BACKOFF_FIRST
                 child.restart_at = now + (child.backoff if crash_loop else 0.0)
                 print(f"concordkv: {child.role}{'' if child.index is None else ' ' + str(child.index)} "
@@ -220,6 +216,7 @@ class Supervisor:
             if now >= child.restart_at:
                 child.restarts += 1
                 self._start(child)
+                changed = True
         if changed:
             self._write_table()
 
@@ -244,6 +241,7 @@ class Supervisor:
         try:
             for child in self.children:
                 self._start(child)
+            self._write_table()
             if on_ready is not None:
                 on_ready()
             while not self._stopping:

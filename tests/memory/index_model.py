@@ -50,13 +50,15 @@ def model_range(model: dict, start, end, reverse: bool, limit: int) -> list:
     return [(k, model[k]) for k in keys[:limit]]
 
 
-def scan_in_chunks(index, start, end, reverse: bool, size: int, between=None) -> list:
+def scan_in_chunks(index, start, end, reverse: bool, size: int, between=None, check=None) -> list:
     """Read a range chunk by chunk the way the engine does, resuming after the last key
-    (start = last + b"\\x00" forward, end = last backward); `between(chunk)` may modify
-    the index between calls."""
+    (start = last + b"\\x00" forward, end = last backward); `check(start, end, chunk)`
+    sees each chunk as read, and `between(chunk)` may modify the index between calls."""
     out: list = []
     while True:
         chunk = index.range_list(start, end, reverse, size)
+        if check is not None:
+            check(start, end, chunk)
         out += chunk
         if len(chunk) < size:
             return out

@@ -262,17 +262,11 @@ def test_chunked_scans_under_interleaved_changes_match_the_model(monkeypatch, re
     seen = {"stale": 0, "repeats": False}
     change = changes_between_chunks(table, model, pool, rng, seen)
     for size in (1, 3, 7, 16):
-        start = end = None
-        while True:
-            chunk = table.range_list(start, end, reverse, size)
+
+        def check(start, end, chunk, size=size):
             assert chunk == model_range(model, start, end, reverse, size)
-            if len(chunk) < size:
-                break
-            if reverse:
-                end = chunk[-1][0]
-            else:
-                start = chunk[-1][0] + b"\x00"
-            change(chunk)
+
+        scan_in_chunks(table, None, None, reverse, size, between=change, check=check)
     assert_same(table, model)
     assert seen["stale"] > 20 and seen["repeats"]
     folds = table.structure_stats()["folds"]

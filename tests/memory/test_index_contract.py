@@ -269,25 +269,22 @@ def test_chunked_scan_sees_changes_anywhere(new_index, name, reverse, size, pool
     rng = random.Random(size)
     pool = CHANGE_POOLS[pool]
     index, model = filled(new_index, dict.fromkeys(pool, b"0"))
-    start = end = None
-    chunks = 0
-    while True:
-        chunk = index.range_list(start, end, reverse, size)
+    chunks = []
+
+    def check(start, end, chunk):
         assert chunk == model_range(model, start, end, reverse, size)
-        chunks += 1
-        if len(chunk) < size:
-            break
-        if reverse:
-            end = chunk[-1][0]
-        else:
-            start = chunk[-1][0] + b"\x00"
+        chunks.append(chunk)
+
+    def change(chunk):
         for _ in range(rng.randint(1, 8)):
             key = rng.choice(pool) if rng.random() < 0.8 else rng.randbytes(3)
             if rng.random() < 0.5:
                 apply_op(index, model, ("put", key, b"1"))
             else:
                 apply_op(index, model, ("remove", key))
-    assert chunks > 5
+
+    scan_in_chunks(index, None, None, reverse, size, between=change, check=check)
+    assert len(chunks) > 5
 
 
 # ---------------------------------------------------------------------- bulk loading

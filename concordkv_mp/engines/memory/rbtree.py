@@ -473,14 +473,7 @@ class RedBlackTree:
         x.right = inner
         if inner is not self._nil:
             inner.parent = x
-        parent = x.parent
-        y.parent = parent
-        if parent is self._nil:
-            self._root = y
-        elif x is parent.left:
-            parent.left = y
-        else:
-            parent.right = y
+        self._transplant(x, y)
         y.left = x
         x.parent = y
 
@@ -490,13 +483,6 @@ class RedBlackTree:
         x.left = inner
         if inner is not self._nil:
             inner.parent = x
-        parent = x.parent
-        y.parent = parent
-        if parent is self._nil:
-            self._root = y
-        elif x is parent.right:
-            parent.right = y
-        else:
-            parent.left = y
+        self._transplant(x, y)
         y.right = x
         x.parent = y
