@@ -21,15 +21,21 @@ from concordkv_mp.ipc.protocol import SlotMap
 # decides between talking to partitions directly and going through the front.
 SWITCH_TIMEOUT = 3600.0
 PROBE_TIMEOUT = 1.0
+# msgpack bytes around a pair (array and two bin headers) and around an mset request.
+_PAIR_OVERHEAD = 16
+_MESSAGE_OVERHEAD = 256
 
 
 @dataclass(frozen=True)
 class ServerMap:
     partitions: int
     partition_endpoints: tuple
+    partition_local_endpoints: tuple  # Unix sockets on the server's host; None where absent
+    server_id: str
     max_key_size: int
     max_value_size: int
     max_batch_keys: int
+    max_message_size: int
     scan_page_size: int
     slot_map: SlotMap
 
@@ -44,9 +50,12 @@ class ServerMap:
         return cls(
             partitions=hello["partitions"],
             partition_endpoints=tuple(hello["partition_endpoints"]),
+            partition_local_endpoints=tuple(hello["partition_local_endpoints"]),
+            server_id=hello["server_id"],
             max_key_size=limits["max_key_size"],
             max_value_size=limits["max_value_size"],
             max_batch_keys=limits["max_batch_keys"],
+            max_message_size=limits["max_message_size"],
             scan_page_size=limits["scan_page_size"],
             slot_map=slot_map,
         )
@@ -62,16 +71,27 @@ class ServerMap:
         return chunks
 
     def split_pairs(self, pairs: list[tuple[bytes, bytes]]) -> list[tuple[int, list]]:
-        """[(partition, [[key, value], ...])], each chunk ≤ max_batch_keys pairs.
+        """[(partition, [[key, value], ...])]: each chunk holds at most max_batch_keys
+        pairs and fits in one message (max_message_size), so large values never make
+        the server drop the connection.
 
         An mset is atomic within a partition's chunk, not across partitions or chunks.
         """
         groups = self.slot_map.group([key for key, _ in pairs])
         chunks = []
-        step = self.max_batch_keys
+        step, budget = self.max_batch_keys, self.max_message_size - _MESSAGE_OVERHEAD
         for partition, positions in groups.items():
-            for first in range(0, len(positions), step):
-                chunks.append((partition, [pairs[i] for i in positions[first : first + step]]))
+            chunk: list = []
+            size = 0
+            for i in positions:
+                pair = pairs[i]
+                cost = len(pair[0]) + len(pair[1]) + _PAIR_OVERHEAD
+                if chunk and (len(chunk) == step or size + cost > budget):
+                    chunks.append((partition, chunk))
+                    chunk, size = [], 0
+                chunk.append(pair)
+                size += cost
+            chunks.append((partition, chunk))
         return chunks
 
 

@@ -1,21 +1,24 @@
 """`Client`: the blocking network client, with the methods of the embedded `Database`.
 
 At connect it asks the front for HELLO (protocol version, slot map, partition
-endpoints, limits). By default it is a smart client: single-key requests go straight
-to the owning partition's endpoint, and multi-key requests are split by partition and
-sent to all of them before any reply is awaited (pipelined, so the partitions work in
-parallel). If a partition endpoint does not answer at connect, or with `direct=False`,
-everything goes through the front, which routes the same frames.
+endpoints, limits). By default it is a smart client: it keeps a stream connection
+(client/channels.py) to every partition, over a Unix socket when the server runs on
+this host, and sends single-key requests straight to the owner; multi-key requests
+are split by partition and all sent before any reply is awaited (pipelined, so the
+partitions work in parallel). If a partition does not answer at connect, or with
+`direct=False`, everything goes over ZeroMQ through the front, which routes the same
+messages.
 
-Every call has a timeout (`ServerTimeoutError`, also a `TimeoutError`). After a
-timeout the socket is replaced: requests still queued in it are dropped instead of
-reaching a restarted server late, and the new socket reconnects by itself.
-A `Client` is not thread-safe (ZeroMQ sockets are not): use one per thread.
+Every call has a timeout (`ServerTimeoutError`, also a `TimeoutError`); a lost
+connection raises `UnavailableError`. After either, the connection is dropped with
+whatever was queued in it, and the next call connects again: a client keeps working
+across a server or partition restart. A `Client` is not thread-safe: use one per thread.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import time
 import zlib
 
@@ -31,33 +34,11 @@ from concordkv_mp.client.routing import (
     merge_scans,
     scatter,
 )
-from concordkv_mp.errors import ServerTimeoutError, UnavailableError, error_from_code
+from concordkv_mp.client.channels import StreamChannel, ZmqChannel
+from concordkv_mp.errors import ConcordKVError, ServerTimeoutError, UnavailableError, error_from_code
 from concordkv_mp.ipc import protocol
 from concordkv_mp.ipc.protocol import DEFAULT_ENDPOINT
 
-
-
-class _Channel:
-    """One DEALER socket to one server endpoint, replaced after a timeout."""
-
-    def __init__(self, context, endpoint: str):
-        self.context = context
-        self.endpoint = endpoint
-        self.socket = None
-        self.open()
-
-    def open(self) -> None:
-        socket = self.context.socket(zmq.DEALER)
-        socket.setsockopt(zmq.LINGER, 0)
-        socket.connect(self.endpoint)
-        self.socket = socket
-
-    def reset(self) -> None:
-        self.socket.close(0)
-        self.open()
-
-    def close(self) -> None:
-        self.socket.close(0)
 
 
 class Client:
@@ -69,19 +50,27 @@ class Client:
         self._context = zmq.Context()
         self._ids = itertools.count(1)
         self._packer = msgpack.Packer(use_bin_type=True)
-        self._front = _Channel(self._context, endpoint)
+        self._front = ZmqChannel(self._context, endpoint)
         try:
             self.map = ServerMap.from_hello(self._call(self._front, "hello", protocol.PROTOCOL_VERSION))
             self._checker = ArgumentChecker(self.map.max_key_size, self.map.max_value_size)
             self._partitions = [self._front] * self.map.partitions
-            self.direct = direct and self._probe_partitions()
+            self.direct = direct and self._connect_partitions()
         except BaseException:
             self.close()
             raise
         self._owner = self.map.slot_map.owners
 
-    def _probe_partitions(self) -> bool:
-        channels = [_Channel(self._context, endpoint) for endpoint in self.map.partition_endpoints]
+    def _connect_partitions(self) -> bool:
+        """Reach every partition over the stream transport: by its Unix socket when this
+        host has it (and it answers with this server's id), else by its public endpoint.
+        False, with everything left to the front, if some partition is unreachable."""
+        channels = []
+        for public, local in zip(self.map.partition_endpoints, self.map.partition_local_endpoints):
+            channel = StreamChannel(local) if local and os.path.exists(local[len("ipc://") :]) else None
+            if channel is not None and not self._is_ours(channel):
+                channel = None
+            channels.append(channel or StreamChannel(public))
         try:
             self._call_many([(channel, ("ping",)) for channel in channels], PROBE_TIMEOUT)
         except (ServerTimeoutError, UnavailableError):
@@ -91,52 +80,90 @@ class Client:
         self._partitions = channels
         return True
 
+    def _is_ours(self, channel: StreamChannel) -> bool:
+        try:
+            hello = self._call(channel, "hello", protocol.PROTOCOL_VERSION, timeout=PROBE_TIMEOUT)
+        except ConcordKVError:
+            channel.close()
+            return False
+        if hello.get("server_id") != self.map.server_id:
+            channel.close()
+            return False
+        return True
+
     # ------------------------------------------------------------------ transport
 
-    def _call(self, channel: _Channel, op: str, *args, timeout: float | None = None):
+    def _call(self, channel, op: str, *args, timeout: float | None = None):
         request_id = next(self._ids)
-        socket = channel.socket
-        socket.send(self._packer.pack((request_id, op, *args)))
-        deadline = time.monotonic() + (timeout or self.timeout)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not socket.poll(remaining * 1000):
-                channel.reset()
-                raise ServerTimeoutError(f"no reply to {op} from {channel.endpoint} within {timeout or self.timeout:g} s")
-            reply = msgpack.unpackb(socket.recv(), raw=False)
-            if reply[0] == request_id:
-                if reply[1] == protocol.OK:
-                    return reply[2]
-                raise error_from_code(reply[2], reply[3])
-            # A reply to a request that timed out earlier: drop it.
+        seconds = timeout or self.timeout
+        try:
+            channel.send(self._packer.pack((request_id, op, *args)), seconds)
+            while True:
+                reply = msgpack.unpackb(channel.receive(seconds), raw=False)
+                if reply[0] == request_id:
+                    break
+                # A reply to a request that timed out earlier: drop it.
+        except (ServerTimeoutError, UnavailableError) as exc:
+            channel.reset()
+            if isinstance(exc, ServerTimeoutError):
+                raise ServerTimeoutError(f"no reply to {op} from {channel.endpoint} within {seconds:g} s") from None
+            raise
+        if reply[1] == protocol.OK:
+            return reply[2]
+        raise error_from_code(reply[2], reply[3])
 
     def _call_many(self, calls, timeout: float | None = None) -> list:
-        """Send every (channel, (op, *args)) first, then gather the results in order."""
+        """Send every (channel, (op, *args)) and gather the results in order. Sends and
+        reads interleave, so a long pipeline never waits on its own unread replies."""
+        seconds = timeout or self.timeout
         waiting: dict[int, int] = {}
+        channels = {}
         for position, (channel, request) in enumerate(calls):
             request_id = next(self._ids)
-            channel.socket.send(self._packer.pack((request_id, *request)))
+            if id(channel) not in channels:
+                channels[id(channel)] = channel
+                if isinstance(channel, StreamChannel):
+                    try:
+                        channel.connect(seconds)
+                    except (ServerTimeoutError, UnavailableError):
+                        self._reset(channels)
+                        raise
+            channel.queue(self._packer.pack((request_id, *request)))
             waiting[request_id] = position
         results: list = [None] * len(calls)
         errors = []
-        sockets = {id(channel.socket): channel for channel, _ in calls}
+        try:
+            self._exchange(list(channels.values()), waiting, results, errors, time.monotonic() + seconds)
+        except (ServerTimeoutError, UnavailableError) as exc:
+            self._reset(channels)
+            if isinstance(exc, ServerTimeoutError):
+                raise ServerTimeoutError(f"{len(waiting)} of {len(calls)} replies missing after {seconds:g} s") from None
+            raise
+        if errors:
+            raise errors[0]
+        return results
+
+    @staticmethod
+    def _exchange(channels, waiting: dict, results: list, errors: list, deadline: float) -> None:
+        writing = {id(channel): channel.write_some() for channel in channels}
         poller = zmq.Poller()
-        for channel in sockets.values():
-            poller.register(channel.socket, zmq.POLLIN)
-        deadline = time.monotonic() + (timeout or self.timeout)
+        handles = {}
+        for channel in channels:
+            handles[channel.poll_handle] = channel
+            poller.register(channel.poll_handle, zmq.POLLIN | (zmq.POLLOUT if writing[id(channel)] else 0))
         while waiting:
             remaining = deadline - time.monotonic()
             ready = poller.poll(remaining * 1000) if remaining > 0 else []
             if not ready:
-                for channel in sockets.values():
-                    channel.reset()
-                raise ServerTimeoutError(f"{len(waiting)} of {len(calls)} replies missing after {timeout or self.timeout:g} s")
-            for socket, _ in ready:
-                while True:
-                    try:
-                        reply = msgpack.unpackb(socket.recv(zmq.NOBLOCK), raw=False)
-                    except zmq.Again:
-                        break
+                raise ServerTimeoutError("replies missing")
+            for handle, events in ready:
+                channel = handles[handle]
+                if events & zmq.POLLOUT and not channel.write_some():
+                    poller.modify(handle, zmq.POLLIN)
+                if not events & zmq.POLLIN:
+                    continue
+                for body in channel.read_available():
+                    reply = msgpack.unpackb(body, raw=False)
                     position = waiting.pop(reply[0], None)
                     if position is None:
                         continue
@@ -144,11 +171,13 @@ class Client:
                         results[position] = reply[2]
                     else:
                         errors.append(error_from_code(reply[2], reply[3]))
-        if errors:
-            raise errors[0]
-        return results
 
-    def _channel_for(self, key: bytes) -> _Channel:
+    @staticmethod
+    def _reset(channels: dict) -> None:
+        for channel in channels.values():
+            channel.reset()
+
+    def _channel_for(self, key: bytes):
         return self._partitions[self._owner[zlib.crc32(key) & (protocol.SLOT_COUNT - 1)]]
 
     def _each_partition(self, op: str, *args) -> list:

@@ -28,7 +28,7 @@ from concordkv_mp.errors import (
 )
 
 # Sent in HELLO and checked by both sides; bump on any incompatible change.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 # Where the front listens unless configured otherwise (SPEC.md), and clients connect.
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:7379"
 SLOT_COUNT = 16384

@@ -56,6 +56,8 @@ class FrontSpec:
     partitions: int
     partition_internal_endpoints: tuple
     partition_public_endpoints: tuple
+    partition_local_endpoints: tuple  # Unix sockets for clients on this host (None: none)
+    server_id: str
     ring_paths: tuple
     process_table: str
     limits: Limits
@@ -112,6 +114,8 @@ class Front:
             "slot_count": protocol.SLOT_COUNT,
             "slot_ranges": [list(r) for r in self.slot_map.ranges],
             "partition_endpoints": list(self.spec.partition_public_endpoints),
+            "partition_local_endpoints": list(self.spec.partition_local_endpoints),
+            "server_id": self.spec.server_id,
             "limits": {
                 "max_key_size": limits.max_key_size,
                 "max_value_size": limits.max_value_size,

@@ -2,8 +2,9 @@
 
 `PartitionCore` is the deterministic part: `handle(op, args) -> result` over its
 `Database`, with the slot-ownership checks and the scan cursors; it knows no sockets.
-`run_partition` is the thin ZeroMQ loop around it: one ROUTER socket bound on the
-partition's public endpoint (smart clients) and its internal ipc endpoint (the front).
+`run_partition` is the thin loop around it: smart clients talk to the partition over
+the stream transport (plain TCP or Unix sockets, ipc/stream_server.py), the front
+over a ZeroMQ ROUTER on an internal ipc endpoint; one poller watches both.
 
 Durability (docs/architecture.md): the engine's WAL bytes go into a shared-memory ring
 (io/ring_fs.py) that the I/O optimizer drains. With fsync="always" a write's reply is
@@ -40,6 +41,7 @@ from concordkv_mp.io.wal_ring import WalRing
 from concordkv_mp.ipc import protocol
 from concordkv_mp.ipc.protocol import Limits, SlotMap
 from concordkv_mp.ipc.sockets import configure_router, send_or_drop
+from concordkv_mp.ipc.stream_server import StreamServer
 from concordkv_mp.workers.compaction_pool import PoolWorkerClient
 from concordkv_mp.workers.lifecycle import announce_ready, become_child, exit_child
 
@@ -52,11 +54,14 @@ _MAX_CURSORS = 1024
 # optimizer is woken to write them (writes within it share one wake-up).
 _KICK_INTERVAL_MS = 20
 _CURSOR_IDLE_SECONDS = 60.0
+# Stream connections per partition; more are closed at once (docs/protocol.md, "Limits").
+MAX_STREAM_CONNECTIONS = 1024
 
 
 class PartitionCore:
-    def __init__(self, index: int, db: Database, slot_map: SlotMap, limits: Limits, endpoint: str):
+    def __init__(self, index: int, db: Database, slot_map: SlotMap, limits: Limits, endpoint: str, server_id: str):
         self.index = index
+        self.server_id = server_id
         self.db = db
         self.slot_map = slot_map
         self.limits = limits
@@ -204,7 +209,13 @@ class PartitionCore:
     def _hello(self, version):
         if version != protocol.PROTOCOL_VERSION:
             raise ProtocolVersionError(f"server speaks protocol {protocol.PROTOCOL_VERSION}, client {version}")
-        return {"protocol": protocol.PROTOCOL_VERSION, "role": "partition", "index": self.index, "engine": self.db.engine}
+        return {
+            "protocol": protocol.PROTOCOL_VERSION,
+            "role": "partition",
+            "index": self.index,
+            "engine": self.db.engine,
+            "server_id": self.server_id,
+        }
 
     def status(self) -> dict:
         stats = self.db.stats()
@@ -235,8 +246,10 @@ class PartitionSpec:
     limits: Limits
     max_message_size: int
     client_hwm: int
-    public_endpoint: str
-    internal_endpoint: str
+    public_endpoint: str  # stream transport, for smart clients anywhere
+    local_endpoint: str | None  # stream over a Unix socket, for clients on this host
+    internal_endpoint: str  # ZeroMQ, for the front
+    server_id: str  # this server run's, answered in HELLO
     ring_path: str
     io_wake_endpoint: str
     io_notify_endpoint: str
@@ -259,13 +272,15 @@ def run_partition(spec: PartitionSpec, stop) -> None:
         except zmq.Again:
             pass  # kicks already queued will wake it
 
-    notify = context.socket(zmq.SUB)
-    notify.setsockopt(zmq.LINGER, 0)
-    notify.setsockopt(zmq.SUBSCRIBE, kick)
-    notify.connect(spec.io_notify_endpoint)
+    notify = None
+    if spec.fsync == "always":  # only held replies wait for the optimizer's news
+        notify = context.socket(zmq.SUB)
+        notify.setsockopt(zmq.LINGER, 0)
+        notify.setsockopt(zmq.SUBSCRIBE, kick)
+        notify.connect(spec.io_notify_endpoint)
     ring = WalRing.attach(spec.ring_path)
     fs = RingFileSystem(ring, wake_io_optimizer)
-    router = None
+    router = streams = None
     db = None
     try:
         # The previous incarnation may have left WAL bytes in the ring: they must be in
@@ -279,74 +294,104 @@ def run_partition(spec: PartitionSpec, stop) -> None:
             None,
             lambda: PoolWorkerClient(list(spec.compactor_endpoints), spec.process_table),
         )
-        core = PartitionCore(spec.index, db, SlotMap(spec.partitions), spec.limits, spec.public_endpoint)
+        core = PartitionCore(spec.index, db, SlotMap(spec.partitions), spec.limits, spec.public_endpoint, spec.server_id)
         router = context.socket(zmq.ROUTER)
         configure_router(router, spec.max_message_size, spec.client_hwm)
         router.bind(spec.internal_endpoint)
-        router.bind(spec.public_endpoint)
+        endpoints = [spec.public_endpoint] + ([spec.local_endpoint] if spec.local_endpoint else [])
+        streams = StreamServer(endpoints, zmq.Poller(), spec.max_message_size, MAX_STREAM_CONNECTIONS)
         announce_ready()
-        _serve(core, router, notify, fs, wake_io_optimizer, spec, stop)
+        _serve(core, router, notify, streams, fs, wake_io_optimizer, spec, stop)
         db.flush()
     finally:
+        if streams is not None:
+            streams.close()
         if router is not None:
             router.close(0)
         if db is not None:
             db.close()
-        notify.close(0)
+        if notify is not None:
+            notify.close(0)
         wake.close(0)
         ring.close()
         context.term()
 
 
-def _serve(core: PartitionCore, router, notify, fs: RingFileSystem, wake_io, spec: PartitionSpec, stop) -> None:
+def _serve(core: PartitionCore, router, notify, streams: StreamServer, fs: RingFileSystem, wake_io, spec: PartitionSpec, stop) -> None:
     unpack_kwargs = protocol.unpacker_limits(spec.limits, spec.max_message_size)
-    decode, handle = protocol.decode_request, core.handle
+    decode, handle, limits = protocol.decode_request, core.handle, spec.limits
     encode_reply, encode_error = protocol.encode_reply, protocol.encode_error
     hold_writes = spec.fsync == "always"
-    held: list = []  # (durable position needed, envelope + [reply], request id), in order
-    poller = zmq.Poller()
+
+    def answer(body):
+        """(op or None, request id or None, encoded reply) of one request's bytes."""
+        request_id = op = None
+        try:
+            request_id, op, args = decode(body, unpack_kwargs, limits)
+            return op, request_id, encode_reply(request_id, handle(op, args))
+        except ConcordKVError as exc:
+            return op, request_id, encode_error(getattr(exc, "request_id", None) if op is None else request_id, exc)
+        except Exception as exc:  # a bug: report it, keep serving everyone else
+            return op, request_id, encode_error(request_id, InternalError(f"{type(exc).__name__}: {exc}"))
+
+    def deliver(envelope, reply):
+        """Send a reply where its request came from: a stream connection, or the
+        ROUTER (then `envelope` is the list of routing frames)."""
+        if type(envelope) is list:
+            envelope.append(reply)
+            send_or_drop(router, envelope)
+        else:
+            streams.send(envelope, reply)
+
+    # Held writes, in arrival order: (durable position needed, envelope, reply, request id).
+    held: list = []
+    poller = streams.poller
     poller.register(router, zmq.POLLIN)
-    poller.register(notify, zmq.POLLIN)
+    if hold_writes:
+        poller.register(notify, zmq.POLLIN)
     last_tick = last_kick = time.monotonic()
     unkicked = False  # WAL bytes in the ring that the optimizer was not told about
     while True:
         if stop() and not held:
             return
-        events = dict(poller.poll(5 if held else _KICK_INTERVAL_MS if unkicked else 200))
-        if notify in events:
-            while True:
-                try:
-                    notify.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-        if router in events:
-            wrote = []
-            for _ in range(_BURST):
-                try:
-                    frames = router.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                body = frames.pop()
-                request_id = op = None
-                try:
-                    request_id, op, args = decode(body, unpack_kwargs, spec.limits)
-                    reply = encode_reply(request_id, handle(op, args))
-                except ConcordKVError as exc:
-                    reply = encode_error(getattr(exc, "request_id", None) if op is None else request_id, exc)
-                except Exception as exc:  # a bug: report it, keep serving everyone else
-                    reply = encode_error(request_id, InternalError(f"{type(exc).__name__}: {exc}"))
-                frames.append(reply)
-                if op in WRITE_OPS:
-                    unkicked = True
-                    if hold_writes:
-                        wrote.append((frames, request_id))
-                        continue
-                send_or_drop(router, frames)
-            if wrote:
-                position = fs.position
-                fs.request_durable(position)  # kicks the optimizer
-                unkicked = False
-                held.extend((position, frames, request_id) for frames, request_id in wrote)
+        wrote = []
+        for item, events in poller.poll(5 if held else _KICK_INTERVAL_MS if unkicked else 200):
+            if item is router:
+                for _ in range(_BURST):
+                    try:
+                        frames = router.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    op, request_id, reply = answer(frames.pop())
+                    if op in WRITE_OPS:
+                        unkicked = True
+                        if hold_writes:
+                            wrote.append((frames, reply, request_id))
+                            continue
+                    frames.append(reply)
+                    send_or_drop(router, frames)
+            elif item is notify:
+                while True:
+                    try:
+                        notify.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+            else:
+                requests = []
+                streams.on_event(item, events, requests)
+                for conn, body in requests:
+                    op, request_id, reply = answer(body)
+                    if op in WRITE_OPS:
+                        unkicked = True
+                        if hold_writes:
+                            wrote.append((conn, reply, request_id))
+                            continue
+                    streams.send(conn, reply)
+        if wrote:
+            position = fs.position
+            fs.request_durable(position)  # kicks the optimizer
+            unkicked = False
+            held.extend((position, envelope, reply, request_id) for envelope, reply, request_id in wrote)
         if unkicked and time.monotonic() - last_kick >= _KICK_INTERVAL_MS / 1000:
             # everysec / none: the bytes should reach the file soon, but one kick per
             # write would cost a wake-up of the optimizer per write.
@@ -359,24 +404,26 @@ def _serve(core: PartitionCore, router, notify, fs: RingFileSystem, wake_io, spe
             # The optimizer could not write or sync this partition's WAL: the held writes
             # are not durable and never will be. Fail them, then stop: the supervisor
             # restarts this partition, which recovers from what did reach the files.
-            for _, frames, request_id in held:
-                frames[-1] = encode_error(request_id, exc)
-                send_or_drop(router, frames)
+            for _, envelope, _, request_id in held:
+                deliver(envelope, encode_error(request_id, exc))
+            streams.flush()
             raise
         if held:
             # Positions only grow along `held`: the durable entries are a prefix.
             durable = fs.durable_pos
             released = 0
-            for position, frames, _ in held:
+            for position, envelope, reply, _ in held:
                 if position > durable:
                     break
-                send_or_drop(router, frames)
+                deliver(envelope, reply)
                 released += 1
             del held[:released]
+        streams.flush()
         now = time.monotonic()
         if now - last_tick > 1.0:
             last_tick = now
             core.expire_cursors(now)
+            streams.expire_greetings(now)
 
 
 def partition_main(spec: PartitionSpec, supervisor_pid: int) -> None:

@@ -31,6 +31,7 @@ import signal
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, replace
 
 import multiprocess
@@ -63,7 +64,8 @@ def run_directory(data_dir: str) -> str:
 
 
 def partition_endpoint(endpoint: str, index: int) -> str:
-    """A partition's public endpoint: the port after the front's (tcp), or a suffix (ipc)."""
+    """A partition's public (stream) endpoint: the port after the front's (tcp), or a
+    suffix (ipc)."""
     if endpoint.startswith("tcp://"):
         host, _, port = endpoint[len("tcp://") :].rpartition(":")
         return f"tcp://{host}:{int(port) + 1 + index}"
@@ -141,6 +143,13 @@ class Supervisor:
         compactors = tuple(compaction_pool.worker_endpoint(run, j) for j in range(config.compaction_workers))
         internal = tuple(f"ipc://{run}/partition-{i}.sock" for i in range(config.partitions))
         public = tuple(partition_endpoint(config.endpoint, i) for i in range(config.partitions))
+        # Clients on this host may use a Unix socket instead of TCP (faster round trips);
+        # the server id in HELLO tells them it is this server's and not a namesake's.
+        local = tuple(
+            f"ipc://{run}/partition-{i}.stream" if config.endpoint.startswith("tcp://") else None
+            for i in range(config.partitions)
+        )
+        server_id = uuid.uuid4().hex
         # The engine never syncs by itself in a server: the I/O optimizer applies the policy.
         engine_options = replace(config.storage_options(), fsync="none")
         self.children.append(_Child("io_optimizer", None, _io_main, (ring_paths, config.fsync, wake, notify, me)))
@@ -151,14 +160,16 @@ class Supervisor:
                 index=i, partitions=config.partitions, directory=os.path.join(self.data_dir, f"partition-{i}"),
                 options=engine_options, fsync=config.fsync, limits=limits,
                 max_message_size=config.max_message_size, client_hwm=config.client_hwm,
-                public_endpoint=public[i], internal_endpoint=internal[i], ring_path=ring_paths[i],
+                public_endpoint=public[i], local_endpoint=local[i], internal_endpoint=internal[i],
+                server_id=server_id, ring_path=ring_paths[i],
                 io_wake_endpoint=wake, io_notify_endpoint=notify, compactor_endpoints=compactors,
                 process_table=self.table_path,
             )
             self.children.append(_Child("partition", i, partition_main, (spec, me)))
         front = FrontSpec(
             endpoint=config.endpoint, partitions=config.partitions, partition_internal_endpoints=internal,
-            partition_public_endpoints=public, ring_paths=tuple(ring_paths), process_table=self.table_path,
+            partition_public_endpoints=public, partition_local_endpoints=local, server_id=server_id,
+            ring_paths=tuple(ring_paths), process_table=self.table_path,
             limits=limits, max_message_size=config.max_message_size, client_hwm=config.client_hwm,
             fsync=config.fsync, data_dir=self.data_dir,
         )

@@ -8,6 +8,7 @@ can SIGKILL a partition, the I/O optimizer or a compaction worker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -49,8 +50,7 @@ class ServerProcess:
     def __init__(self, directory, partitions: int = 2, **config):
         self.data_dir = str(directory / "data")
         self.partitions = partitions
-        port = free_port_block(partitions + 1)
-        self.endpoint = f"tcp://127.0.0.1:{port}"
+        self.endpoint = config.pop("endpoint", None) or f"tcp://127.0.0.1:{free_port_block(partitions + 1)}"
         self.config = {"data_dir": self.data_dir, "endpoint": self.endpoint, "partitions": partitions, **config}
         self.config_path = str(directory / "server.json")
         with open(self.config_path, "w") as file:
@@ -131,6 +131,20 @@ class ServerProcess:
                 pass
         self.process.wait()
         psutil.wait_procs(victims, timeout=5)
+
+
+@contextlib.contextmanager
+def running_server(directory, partitions: int = 2, **config):
+    """A started server, stopped (or killed) when the block ends: for module fixtures."""
+    server = ServerProcess(directory, partitions, **config)
+    server.start()
+    try:
+        yield server
+    finally:
+        try:
+            server.stop()
+        finally:
+            server.kill()
 
 
 @pytest.fixture

@@ -13,21 +13,15 @@ import pytest
 import zmq
 
 from concordkv_mp.ipc.protocol import PROTOCOL_VERSION
+from tests.server.conftest import running_server
 
 LIMITS = {"max_key_size": 64, "max_value_size": 1024, "max_batch_keys": 100}
 
 
 @pytest.fixture(scope="module")
 def limited_server(tmp_path_factory):
-    from tests.server.conftest import ServerProcess
-
-    server = ServerProcess(tmp_path_factory.mktemp("bad-input"), partitions=2, **LIMITS)
-    server.start()
-    yield server
-    try:
-        server.stop()
-    finally:
-        server.kill()
+    with running_server(tmp_path_factory.mktemp("bad-input"), partitions=2, **LIMITS) as server:
+        yield server
 
 
 @pytest.fixture
@@ -102,24 +96,6 @@ def test_bad_requests_get_their_code_and_request_id(raw, limited_server, request
     assert reply[:3] == [7, 1, code], reply
     assert isinstance(reply[3], str) and reply[3]
     still_serves(limited_server)
-
-
-def test_keys_of_another_partition_are_refused_by_a_partition(limited_server):
-    with limited_server.client() as client:
-        key = b"some-key"
-        owner = client.map.slot_map.partition_of(key)
-        other = 1 - owner
-        endpoint = client.map.partition_endpoints[other]
-    context = zmq.Context()
-    socket = context.socket(zmq.DEALER)
-    socket.setsockopt(zmq.RCVTIMEO, 5000)
-    socket.connect(endpoint)
-    try:
-        assert ask(socket, msgpack.packb([3, "get", key]))[:3] == [3, 1, "WRONG_PARTITION"]
-        assert ask(socket, msgpack.packb([4, "mget", owner, [key]]))[:3] == [4, 1, "WRONG_PARTITION"]
-    finally:
-        socket.close(0)
-        context.term()
 
 
 def test_a_message_over_max_message_size_drops_only_that_connection(limited_server):

@@ -1,0 +1,232 @@
+"""`StreamServer`: a partition's plain-socket listeners and client connections.
+
+It accepts connections on its endpoints, checks each one's preamble, cuts the bytes
+it reads into messages (ipc/stream.py) and queues replies, without ever blocking. Its
+sockets are registered, as file descriptors, in the caller's `zmq.Poller`, so one loop
+serves ZeroMQ and plain sockets alike. It owns connections and bytes; what a message
+means is the caller's business.
+
+The bounds that ZeroMQ's options give the ROUTER sockets are kept here by hand
+(docs/protocol.md, "Limits"): a message longer than `max_message_size` drops its
+connection before it is buffered; a connection with more than `_OUT_LIMIT` bytes of
+replies waiting is not read until they drain, so a client that does not read its
+replies stalls only itself (TCP pushes back on it); a connection that has not sent
+its preamble within `_GREETING_SECONDS` is dropped; past `max_connections`, new
+connections are closed at once.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import time
+
+import zmq
+
+from concordkv_mp.ipc import protocol, stream
+from concordkv_mp.errors import BadFrameError, ProtocolVersionError
+
+_READ_SIZE = 1 << 18
+_OUT_LIMIT = 4 << 20
+_GREETING_SECONDS = 2.0
+
+
+class StreamConnection:
+    """One client connection: its socket, unparsed input and queued replies."""
+
+    __slots__ = ("sock", "fd", "inbox", "outbox", "waiting_bytes", "greeted", "opened", "closed", "events")
+
+    def __init__(self, sock, opened: float):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.inbox = bytearray()
+        self.outbox: list[bytes] = []
+        self.waiting_bytes = 0  # queued in outbox, not yet accepted by the kernel
+        self.greeted = False
+        self.opened = opened
+        self.closed = False
+        self.events = zmq.POLLIN
+
+
+class StreamServer:
+    def __init__(self, endpoints, poller: zmq.Poller, max_message_size: int, max_connections: int):
+        self.endpoints = tuple(endpoints)
+        self.poller = poller
+        self.max_message_size = max_message_size
+        self.max_connections = max_connections
+        self.listeners: dict[int, object] = {}
+        self.connections: dict[int, StreamConnection] = {}
+        self._dirty: list[StreamConnection] = []
+        try:
+            for endpoint in self.endpoints:
+                sock = stream.listen(endpoint)
+                self.listeners[sock.fileno()] = sock
+                poller.register(sock.fileno(), zmq.POLLIN)
+        except BaseException:
+            self.close()
+            raise
+
+    def on_event(self, fd: int, events: int, requests: list) -> None:
+        """Handle one polled descriptor; append (connection, message bytes) to `requests`."""
+        listener = self.listeners.get(fd)
+        if listener is not None:
+            self._accept(listener)
+            return
+        conn = self.connections.get(fd)
+        if conn is None:
+            return
+        if events & zmq.POLLOUT:
+            self._write(conn)
+        if events & zmq.POLLIN and not conn.closed:
+            self._read(conn, requests)
+
+    def send(self, conn: StreamConnection, reply: bytes) -> None:
+        """Queue a reply; it goes out at the next `flush()`. Dropped if the client has gone."""
+        if conn.closed:
+            return
+        if not conn.outbox:
+            self._dirty.append(conn)
+        message = stream.frame(reply)
+        conn.outbox.append(message)
+        conn.waiting_bytes += len(message)
+
+    def flush(self) -> None:
+        """Hand every queued reply to the kernel, as far as it takes them now."""
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            if not conn.closed:
+                self._write(conn)
+
+    def expire_greetings(self, now: float) -> None:
+        late = [c for c in self.connections.values() if not c.greeted and now - c.opened > _GREETING_SECONDS]
+        for conn in late:
+            self._drop(conn)
+
+    def close(self) -> None:
+        for conn in list(self.connections.values()):
+            self._drop(conn)
+        for fd, sock in self.listeners.items():
+            self.poller.unregister(fd)
+            sock.close()
+        self.listeners.clear()
+        for endpoint in self.endpoints:
+            stream.unlink_socket_file(endpoint)
+
+    # ------------------------------------------------------------------ inside
+
+    def _accept(self, listener) -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    return  # out of descriptors: the connection waits in the backlog
+                if exc.errno == errno.ECONNABORTED:
+                    continue
+                raise
+            if len(self.connections) >= self.max_connections:
+                sock.close()
+                continue
+            sock.setblocking(False)
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = StreamConnection(sock, time.monotonic())
+            self.connections[conn.fd] = conn
+            self.poller.register(conn.fd, zmq.POLLIN)
+
+    def _read(self, conn: StreamConnection, requests: list) -> None:
+        try:
+            data = conn.sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._drop(conn)
+            return
+        if not data:
+            self._drop(conn)
+            return
+        inbox = conn.inbox
+        if inbox or not conn.greeted:
+            inbox += data
+            if not conn.greeted and not self._greet(conn):
+                return
+            if len(inbox) >= stream.HEADER_SIZE:
+                length = int.from_bytes(inbox[: stream.HEADER_SIZE], "big")
+                if stream.HEADER_SIZE + length > len(inbox) and length <= self.max_message_size:
+                    return  # the first message is still arriving: do not copy it again
+            data = bytes(inbox)
+            inbox.clear()
+        # Cut whole messages out of `data`; keep a partial one for the next read.
+        limit, size, position = self.max_message_size, len(data), 0
+        while size - position >= stream.HEADER_SIZE:
+            length = int.from_bytes(data[position : position + stream.HEADER_SIZE], "big")
+            if length > limit:
+                self._drop(conn)  # as ZeroMQ's MAXMSGSIZE: nothing of it is buffered
+                return
+            end = position + stream.HEADER_SIZE + length
+            if end > size:
+                break
+            requests.append((conn, data[position + stream.HEADER_SIZE : end]))
+            position = end
+        if position < size:
+            inbox += data[position:] if position else data
+
+    def _greet(self, conn: StreamConnection) -> bool:
+        """Check the preamble once its bytes are in; False while waiting or if dropped."""
+        inbox = conn.inbox
+        if len(inbox) < len(stream.PREAMBLE):
+            if not stream.MAGIC.startswith(bytes(inbox[:4])):
+                self._refuse(conn, BadFrameError("not a ConcordKV-MP stream connection"))
+            return False
+        greeting = bytes(inbox[: len(stream.PREAMBLE)])
+        if greeting[:4] != stream.MAGIC:
+            self._refuse(conn, BadFrameError("not a ConcordKV-MP stream connection"))
+            return False
+        if greeting != stream.PREAMBLE:
+            version = int.from_bytes(greeting[4:], "big")
+            self._refuse(conn, ProtocolVersionError(f"server speaks protocol {protocol.PROTOCOL_VERSION}, client {version}"))
+            return False
+        del inbox[: len(stream.PREAMBLE)]
+        conn.greeted = True
+        return True
+
+    def _refuse(self, conn: StreamConnection, error) -> None:
+        """Tell a peer why (one error reply, best effort), then drop it."""
+        try:
+            conn.sock.send(stream.frame(protocol.encode_error(None, error)))
+        except OSError:
+            pass
+        self._drop(conn)
+
+    def _write(self, conn: StreamConnection) -> None:
+        data = conn.outbox[0] if len(conn.outbox) == 1 else b"".join(conn.outbox)
+        try:
+            sent = conn.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._drop(conn)
+            return
+        if sent == len(data):
+            conn.outbox.clear()
+            conn.waiting_bytes = 0
+        else:
+            conn.outbox[:] = [data[sent:]]
+            conn.waiting_bytes = len(data) - sent
+        wanted = zmq.POLLOUT if conn.waiting_bytes else 0
+        if conn.waiting_bytes <= _OUT_LIMIT:
+            wanted |= zmq.POLLIN
+        if wanted != conn.events:
+            conn.events = wanted
+            self.poller.modify(conn.fd, wanted)
+
+    def _drop(self, conn: StreamConnection) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        conn.outbox.clear()
+        del self.connections[conn.fd]
+        self.poller.unregister(conn.fd)
+        conn.sock.close()
