@@ -167,9 +167,12 @@ def test_malformed_messages_get_bad_frame_and_the_connection_stays(owner_endpoin
         ([7, "set", KEY, b"v" * 1025], "VALUE_TOO_LARGE"),
         ([7, "mget", 0, [b"k%d" % i for i in range(101)]], "BATCH_TOO_LARGE"),
         ([7, "scan_next", None, 1, None], "BAD_REQUEST"),
+        ([7, "mget", "OWNER", [KEY, 1]], "BAD_REQUEST"),
+        ([7, "mset", "OWNER", [[KEY, 5]]], "INVALID_TYPE"),
     ],
 )
-def test_bad_requests_get_their_code_and_id(owner_endpoint, request_, code):
+def test_bad_requests_get_their_code_and_id(owner_endpoint, layout, request_, code):
+    request_ = [layout[0] if arg == "OWNER" else arg for arg in request_]
     sock = open_raw(owner_endpoint)
     try:
         reply = ask(sock, msgpack.packb(request_, use_bin_type=True))
