@@ -20,13 +20,11 @@ import time
 
 import zmq
 
+from concordkv_mp.client.routing import RECONNECT_FIRST, RECONNECT_MAX
 from concordkv_mp.errors import ServerTimeoutError, UnavailableError
 from concordkv_mp.ipc import stream
 
 _RECV_SIZE = 1 << 18
-# A partition that is restarting refuses connections for a moment: retry within the
-# call's timeout instead of failing at once, as a ZeroMQ socket would.
-_RECONNECT_FIRST, _RECONNECT_MAX = 0.005, 0.1
 
 
 class ZmqChannel:
@@ -107,7 +105,7 @@ class StreamChannel:
                 self._set_timeout(timeout)
             return self.sock
         deadline = time.monotonic() + timeout
-        delay = _RECONNECT_FIRST
+        delay = RECONNECT_FIRST
         while True:
             try:
                 sock = stream.connect(self.endpoint, max(deadline - time.monotonic(), 0.001))
@@ -117,7 +115,7 @@ class StreamChannel:
                 if time.monotonic() + delay > deadline:
                     raise UnavailableError(f"{self.endpoint} refuses connections: {exc}") from None
                 time.sleep(delay)
-                delay = min(delay * 2, _RECONNECT_MAX)
+                delay = min(delay * 2, RECONNECT_MAX)
             except TimeoutError:
                 raise ServerTimeoutError(f"no connection to {self.endpoint} within {timeout:g} s") from None
             except OSError as exc:

@@ -10,17 +10,21 @@ over data: no sockets here, so the sync and asyncio clients share every rule.
 from __future__ import annotations
 
 import heapq
+import os
 from dataclasses import dataclass
 from operator import itemgetter
 
 from concordkv_mp.errors import ProtocolVersionError
-from concordkv_mp.ipc import protocol
+from concordkv_mp.ipc import protocol, stream
 from concordkv_mp.ipc.protocol import SlotMap
 
 # An engine switch copies a whole partition; the probe of partition endpoints at connect
 # decides between talking to partitions directly and going through the front.
 SWITCH_TIMEOUT = 3600.0
 PROBE_TIMEOUT = 1.0
+# A partition that is restarting refuses connections for a moment: the clients retry
+# within the call's timeout, waiting this long first and doubling up to the maximum.
+RECONNECT_FIRST, RECONNECT_MAX = 0.005, 0.1
 # msgpack bytes around a pair (array and two bin headers) and around an mset request.
 _PAIR_OVERHEAD = 16
 _MESSAGE_OVERHEAD = 256
@@ -59,6 +63,13 @@ class ServerMap:
             scan_page_size=limits["scan_page_size"],
             slot_map=slot_map,
         )
+
+    def local_endpoint(self, partition: int) -> str | None:
+        """The partition's Unix socket if its file is on this host, else None. The caller
+        must still check the server id it answers with: another server could have a run
+        directory of the same name."""
+        local = self.partition_local_endpoints[partition]
+        return local if local is not None and os.path.exists(stream.address_of(local)[1]) else None
 
     def split_keys(self, keys: list[bytes]) -> list[tuple[int, list[int], list[bytes]]]:
         """[(partition, positions in `keys`, those keys)], each chunk ≤ max_batch_keys."""

@@ -18,7 +18,6 @@ across a server or partition restart. A `Client` is not thread-safe: use one per
 from __future__ import annotations
 
 import itertools
-import os
 import time
 import zlib
 
@@ -42,7 +41,9 @@ from concordkv_mp.ipc.protocol import DEFAULT_ENDPOINT
 
 
 class Client:
-    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, timeout: float = 5.0, direct: bool = True):
+    def __init__(
+        self, endpoint: str = DEFAULT_ENDPOINT, *, timeout: float = 5.0, direct: bool = True, local: bool = True
+    ):
         if not isinstance(timeout, (int, float)) or timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
         self.endpoint = endpoint
@@ -55,22 +56,23 @@ class Client:
             self.map = ServerMap.from_hello(self._call(self._front, "hello", protocol.PROTOCOL_VERSION))
             self._checker = ArgumentChecker(self.map.max_key_size, self.map.max_value_size)
             self._partitions = [self._front] * self.map.partitions
-            self.direct = direct and self._connect_partitions()
+            self.direct = direct and self._connect_partitions(local)
         except BaseException:
             self.close()
             raise
         self._owner = self.map.slot_map.owners
 
-    def _connect_partitions(self) -> bool:
+    def _connect_partitions(self, local: bool) -> bool:
         """Reach every partition over the stream transport: by its Unix socket when this
         host has it (and it answers with this server's id), else by its public endpoint.
         False, with everything left to the front, if some partition is unreachable."""
         channels = []
-        for public, local in zip(self.map.partition_endpoints, self.map.partition_local_endpoints):
-            channel = StreamChannel(local) if local and os.path.exists(local[len("ipc://") :]) else None
+        for partition in range(self.map.partitions):
+            path = self.map.local_endpoint(partition) if local else None
+            channel = StreamChannel(path) if path else None
             if channel is not None and not self._is_ours(channel):
                 channel = None
-            channels.append(channel or StreamChannel(public))
+            channels.append(channel or StreamChannel(self.map.partition_endpoints[partition]))
         try:
             self._call_many([(channel, ("ping",)) for channel in channels], PROBE_TIMEOUT)
         except (ServerTimeoutError, UnavailableError):
@@ -323,6 +325,11 @@ def _take(merged, limit: int, streams):
             stream.close()
 
 
-def connect(endpoint: str = DEFAULT_ENDPOINT, *, timeout: float = 5.0, direct: bool = True) -> Client:
-    """Connect to a ConcordKV-MP server; raises ServerTimeoutError if it does not answer."""
-    return Client(endpoint, timeout=timeout, direct=direct)
+def connect(
+    endpoint: str = DEFAULT_ENDPOINT, *, timeout: float = 5.0, direct: bool = True, local: bool = True
+) -> Client:
+    """Connect to a ConcordKV-MP server; raises ServerTimeoutError if it does not answer.
+
+    `direct`: talk to the partitions themselves (else everything goes through the front).
+    `local`: on the server's host, reach them by their Unix sockets (else by TCP)."""
+    return Client(endpoint, timeout=timeout, direct=direct, local=local)

@@ -102,13 +102,17 @@ class Setup:
         return RingFileSystem(ring, kicker), ring
 
     def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.kill()
-        for item in reversed(self._closeables):
-            item.close()
-        self.context.term()
-        shutil.rmtree(self.shm, ignore_errors=True)
-        shutil.rmtree(self.sockets, ignore_errors=True)
+        try:
+            if self.process is not None and self.process.poll() is None:
+                self.kill()
+            for item in reversed(self._closeables):
+                item.close()
+        finally:
+            # destroy(), not term(): a socket a failed test left open would make term()
+            # wait forever, hiding the failure behind a hang.
+            self.context.destroy(linger=0)
+            shutil.rmtree(self.shm, ignore_errors=True)
+            shutil.rmtree(self.sockets, ignore_errors=True)
 
 
 @pytest.fixture

@@ -412,7 +412,8 @@ def test_connecting_to_nobody_times_out_fast():
 
 
 class FakeFront:
-    """A ROUTER that answers HELLO (announcing partition endpoints nobody serves) and
+    """A ROUTER that answers HELLO (announcing partition stream endpoints nobody serves,
+    and no local Unix sockets) and
     PING at once, and GET with the key itself after `delays[key]` seconds (never, when
     `silent`). It runs in a thread with its own ZeroMQ context."""
 
@@ -434,7 +435,12 @@ class FakeFront:
             "partitions": 2,
             "slot_ranges": [list(r) for r in SlotMap(2).ranges],
             "partition_endpoints": self.partition_endpoints,
-            "limits": {"max_key_size": 1024, "max_value_size": 1024, "max_batch_keys": 100, "scan_page_size": 10},
+            "partition_local_endpoints": [None, None],
+            "server_id": "fake",
+            "limits": {
+                "max_key_size": 1024, "max_value_size": 1024, "max_batch_keys": 100,
+                "max_message_size": 1 << 20, "scan_page_size": 10,
+            },
         }
 
     def _serve(self) -> None:

@@ -33,7 +33,7 @@ def raw(limited_server):
     socket.connect(limited_server.endpoint)
     yield socket
     socket.close(0)
-    context.term()
+    context.destroy(linger=0)
 
 
 def ask(socket, frame: bytes):
@@ -110,7 +110,7 @@ def test_a_message_over_max_message_size_drops_only_that_connection(limited_serv
         still_serves(limited_server)
     finally:
         big.close(0)
-        context.term()
+        context.destroy(linger=0)
 
 
 def test_a_two_frame_request_is_refused(raw, limited_server):
@@ -153,4 +153,4 @@ def test_clients_that_never_read_or_vanish_do_not_grow_the_server(limited_server
         assert front.is_running() and all(p.is_running() for p in partitions)
         assert limited_server.pid_of("front") == front.pid
     finally:
-        context.term()
+        context.destroy(linger=0)

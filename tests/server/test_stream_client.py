@@ -3,6 +3,7 @@ reconnection after a partition restart, and Unix-socket endpoints that leave no 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -103,3 +104,20 @@ def test_an_ipc_server_serves_partitions_over_unix_sockets_and_removes_them(serv
     assert os.path.exists(f"{path}.p0")
     server.stop()
     assert not os.path.exists(f"{path}.p0") and not os.path.exists(f"{path}.p1")
+
+
+def test_local_false_uses_tcp_even_on_the_servers_host(server):
+    with server.client(local=False) as client:
+        assert endpoints_used(client) == list(client.map.partition_endpoints)
+        assert all(endpoint.startswith("tcp://") for endpoint in endpoints_used(client))
+        client.set(b"over-tcp", b"yes")
+
+    async def read_back():
+        aclient = await concordkv_mp.aio.connect(server.endpoint, local=False)
+        try:
+            assert endpoints_used(aclient) == list(aclient.map.partition_endpoints)
+            return await aclient.get(b"over-tcp")
+        finally:
+            await aclient.close()
+
+    assert asyncio.run(read_back()) == b"yes"
