@@ -1,5 +1,5 @@
 """Server benchmark: ConcordKV-MP's network clients side by side with redis-server and
-with the raw ZeroMQ floor of its design, in one run.
+with a raw ZeroMQ round trip (the floor of the all-ZeroMQ design it started from), in one run.
 
 What it measures (every figure from this one run; the machines are shared and noisy):
 
@@ -12,11 +12,16 @@ What it measures (every figure from this one run; the machines are shared and no
 
 Clients and servers:
 
-  ConcordKV sync, direct     `concordkv_mp.connect(direct=True)`: a single-key request goes
-                             straight to the partition that owns the key
+  ConcordKV sync, direct TCP `concordkv_mp.connect(local=False)`: a single-key request goes
+                             straight to the partition that owns the key, over loopback TCP
+                             as redis-py's does; the targets use this row
+  ConcordKV sync, direct Unix
+                             `concordkv_mp.connect()`, the default on the server's host: the
+                             same over the partitions' Unix sockets
   ConcordKV sync, via front  `direct=False`: every request goes through the front process
-                             (the pair answers "does the smart client pay?")
-  ConcordKV asyncio, W       `concordkv_mp.aio.connect`: W coroutines, so W requests in flight
+                             over ZeroMQ (the pair answers "does the smart client pay?")
+  ConcordKV asyncio [TCP], W `concordkv_mp.aio.connect([local=False])`: W coroutines, so W
+                             requests in flight
   raw pyzmq echo             a DEALER doing what our client does on the wire, against a
                              ROUTER in its own process that decodes the msgpack request
                              and replies [id, 0, result] like a partition (a dict as its
@@ -104,31 +109,35 @@ SPAWN = multiprocessing.get_context("spawn")
 WORKLOADS = ("set", "get", "mset", "mget", "concurrent")
 # (label, numerator (client, workload), denominator (client, workload), target);
 # {clients} in a label is the --clients count.
+DIRECT, UNIX = "ConcordKV sync, direct TCP", "ConcordKV sync, direct Unix"
 TARGETS = (
-    ("sync GET (direct) / redis-py GET", ("ConcordKV sync, direct", "get"), ("redis-py", "get"), 0.9),
-    ("sync GET (direct) / raw pyzmq GET", ("ConcordKV sync, direct", "get"), ("raw pyzmq echo", "get"), 0.8),
-    ("mget of 1000 / redis-py mget", ("ConcordKV sync, direct", "mget"), ("redis-py", "mget"), 0.5),
-    ("mset of 1000 / redis-py mset", ("ConcordKV sync, direct", "mset"), ("redis-py", "mset"), 0.5),
-    ("{clients} clients / redis-server {clients} clients", ("ConcordKV sync, direct", "concurrent"),
-     ("redis-py", "concurrent"), 0.5),
+    ("sync GET (direct TCP) / redis-py GET", (DIRECT, "get"), ("redis-py", "get"), 0.9),
+    ("sync GET (direct TCP) / raw pyzmq GET", (DIRECT, "get"), ("raw pyzmq echo", "get"), 0.8),
+    ("mget of 1000 / redis-py mget", (DIRECT, "mget"), ("redis-py", "mget"), 0.5),
+    ("mset of 1000 / redis-py mset", (DIRECT, "mset"), ("redis-py", "mset"), 0.5),
+    ("{clients} clients / redis-server {clients} clients", (DIRECT, "concurrent"), ("redis-py", "concurrent"), 0.5),
 )
 
 
 def reference_ratios(window: int) -> tuple:
     """Same-run ratios without a target, for reading the figures."""
+    asyncio_unix, asyncio_tcp = f"ConcordKV asyncio, {window} in flight", f"ConcordKV asyncio TCP, {window} in flight"
     return (
-        ("sync GET via front / direct", ("ConcordKV sync, via front", "get"), ("ConcordKV sync, direct", "get")),
-        ("sync SET via front / direct", ("ConcordKV sync, via front", "set"), ("ConcordKV sync, direct", "set")),
-        ("sync SET (direct) / redis-py SET", ("ConcordKV sync, direct", "set"), ("redis-py", "set")),
-        ("sync SET (direct) / raw pyzmq SET", ("ConcordKV sync, direct", "set"), ("raw pyzmq echo", "set")),
+        ("sync GET direct Unix / direct TCP", (UNIX, "get"), (DIRECT, "get")),
+        ("sync GET direct Unix / redis-py GET", (UNIX, "get"), ("redis-py", "get")),
+        ("sync GET via front / direct TCP", ("ConcordKV sync, via front", "get"), (DIRECT, "get")),
+        ("sync SET via front / direct TCP", ("ConcordKV sync, via front", "set"), (DIRECT, "set")),
+        ("sync SET (direct TCP) / redis-py SET", (DIRECT, "set"), ("redis-py", "set")),
+        ("sync SET (direct TCP) / raw pyzmq SET", (DIRECT, "set"), ("raw pyzmq echo", "set")),
         ("raw pyzmq GET / redis-py GET", ("raw pyzmq echo", "get"), ("redis-py", "get")),
-        (f"asyncio GET, {window} in flight / sync GET (direct)", (f"ConcordKV asyncio, {window} in flight", "get"),
-         ("ConcordKV sync, direct", "get")),
-        (f"asyncio GET / raw pyzmq GET, {window} in flight", (f"ConcordKV asyncio, {window} in flight", "get"),
+        (f"asyncio TCP GET, {window} in flight / sync GET (direct TCP)", (asyncio_tcp, "get"), (DIRECT, "get")),
+        (f"asyncio TCP GET / raw pyzmq GET, {window} in flight", (asyncio_tcp, "get"),
          (f"raw pyzmq echo, {window} in flight", "get")),
-        (f"asyncio GET / redis-py pipeline of {window} GET", (f"ConcordKV asyncio, {window} in flight", "get"),
+        (f"asyncio TCP GET / redis-py pipeline of {window} GET", (asyncio_tcp, "get"),
          (f"redis-py pipeline of {window}", "get")),
-        ("mget of 1000 via front / direct", ("ConcordKV sync, via front", "mget"), ("ConcordKV sync, direct", "mget")),
+        (f"asyncio Unix GET / redis-py pipeline of {window} GET", (asyncio_unix, "get"),
+         (f"redis-py pipeline of {window}", "get")),
+        ("mget of 1000 via front / direct TCP", ("ConcordKV sync, via front", "mget"), (DIRECT, "mget")),
     )
 
 
@@ -454,7 +463,7 @@ def mixed_client(kind: str, address, keys: list, values: list, seconds: float, s
     `seconds`, starting when all have connected; puts its summary on `results`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it; Ctrl-C must not
     if kind == "concordkv":
-        client = concordkv_mp.connect(address, timeout=30)
+        client = concordkv_mp.connect(address, timeout=30, local=False)
         get, set_ = client.get, client.set
     else:
         import redis
@@ -558,19 +567,19 @@ def setup_clients(stack, root: Path, args, w: Workload, log) -> tuple[dict, dict
         "version": f"concordkv-mp {concordkv_mp.__version__}, {args.partitions} partitions, lsm engine",
         "durability": f"--fsync {args.fsync}: WAL bytes in a shared-memory ring, fdatasync once a second",
     }
-    for name, direct in (("ConcordKV sync, direct", True), ("ConcordKV sync, via front", False)):
-        client = concordkv_mp.connect(endpoint, timeout=30, direct=direct)
+    for name, direct, local in ((DIRECT, True, False), (UNIX, True, True), ("ConcordKV sync, via front", False, True)):
+        client = concordkv_mp.connect(endpoint, timeout=30, direct=direct, local=local)
         stack.callback(client.close)
         if client.direct != direct:
             raise RuntimeError(f"{name}: the client did not take the direct path")
-        if direct:
+        if name == DIRECT:
             preload(client.mset, w)
             check_reads(client.get, w, name)
         runs = {**single_key_runs(client.get, client.set, w), **batch_runs(client.mget, client.mset, w)}
         plans[name] = {k: (lambda run=run: measured(meter, run)) for k, run in runs.items()}
     # Each round's client processes draw their own operations.
     seeds = itertools.count(args.seed * 1000, args.clients)
-    plans["ConcordKV sync, direct"]["concurrent"] = lambda: measured(
+    plans[DIRECT]["concurrent"] = lambda: measured(
         meter, lambda: run_concurrent("concordkv", endpoint, w, args.clients, args.seconds, next(seeds)))
 
     try:
@@ -580,15 +589,16 @@ def setup_clients(stack, root: Path, args, w: Workload, log) -> tuple[dict, dict
     else:
         loop = asyncio.new_event_loop()
         stack.callback(loop.close)
-        aclient = loop.run_until_complete(aio.connect(endpoint))
-        stack.callback(lambda: loop.run_until_complete(aclient.close()))
         window = args.window
-        plans[f"ConcordKV asyncio, {window} in flight"] = {
-            "set": lambda: measured(meter, lambda: loop.run_until_complete(
-                time_async(aclient.set, list(zip(w.set_keys, w.set_values)), window))),
-            "get": lambda: measured(meter, lambda: loop.run_until_complete(
-                time_async(aclient.get, [(k,) for k in w.get_keys], window))),
-        }
+        for name, local in ((f"ConcordKV asyncio, {window} in flight", True), (f"ConcordKV asyncio TCP, {window} in flight", False)):
+            aclient = loop.run_until_complete(aio.connect(endpoint, local=local))
+            stack.callback(lambda aclient=aclient: loop.run_until_complete(aclient.close()))
+            plans[name] = {
+                "set": lambda aclient=aclient: measured(meter, lambda: loop.run_until_complete(
+                    time_async(aclient.set, list(zip(w.set_keys, w.set_values)), window))),
+                "get": lambda aclient=aclient: measured(meter, lambda: loop.run_until_complete(
+                    time_async(aclient.get, [(k,) for k in w.get_keys], window))),
+            }
 
     echo, echo_process = start_echo(stack, context)
     echo_meter = CpuMeter({"echo": echo_process.pid})
