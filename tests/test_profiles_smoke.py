@@ -27,11 +27,12 @@ def run_script(name: str, *arguments: str) -> str:
 def test_bench_server_quick_prints_every_target_with_a_verdict(tmp_path):
     out = run_script("bench_server.py", "--quick", "--json", str(tmp_path / "results.json"))
     # Without redis-server its three targets read n/a; the raw ZeroMQ one is always measured.
-    assert re.search(r"sync GET \(direct\) / raw pyzmq GET\s+\d+\.\d\d\s+>= 0\.8\s+(MET|MISSED)", out), out
-    for label in ("sync GET (direct) / redis-py GET", "mget of 1000 / redis-py mget", "mset of 1000 / redis-py mset",
+    assert re.search(r"sync GET \(direct TCP\) / raw pyzmq GET\s+\d+\.\d\d\s+>= 0\.8\s+(MET|MISSED)", out), out
+    for label in ("sync GET (direct TCP) / redis-py GET", "mget of 1000 / redis-py mget", "mset of 1000 / redis-py mset",
                   "8 clients / redis-server 8 clients"):
         assert re.search(re.escape(label) + r".*\b(MET|MISSED|n/a)\s*$", out, re.MULTILINE), label
-    assert re.search(r"sync GET via front / direct\s+\d+\.\d\d", out), out
+    assert re.search(r"sync GET via front / direct TCP\s+\d+\.\d\d", out), out
+    assert re.search(r"sync GET direct Unix / direct TCP\s+\d+\.\d\d", out), out
     assert (tmp_path / "results.json").stat().st_size > 0
 
 
