@@ -69,20 +69,26 @@ class ArgumentChecker:
             items = mapping_or_pairs
         else:
             raise InvalidTypeError(f"mset takes a mapping or (key, value) pairs, not {type(mapping_or_pairs).__name__}")
+        max_key, max_value, check_key, check_value = self.max_key, self.max_value, self.key, self.value
         checked = {}
         for item in items:
             try:
                 key, value = item
             except (TypeError, ValueError):
                 raise InvalidTypeError(f"mset items must be (key, value) pairs, got {item!r:.80}") from None
-            # A dict de-duplicates keys: the last value given for a key wins.
-            checked[self.key(key)] = self.value(value)
+            # A dict de-duplicates keys: the last value given for a key wins. The value is
+            # checked first (as an assignment evaluates it first); valid bytes skip the call.
+            checked[key if type(key) is bytes and 0 < len(key) <= max_key else check_key(key)] = (
+                value if type(value) is bytes and len(value) <= max_value else check_value(value)
+            )
         return list(checked.items())
 
     def keys(self, keys) -> list[bytes]:
         if isinstance(keys, (bytes, str)) or not isinstance(keys, Iterable):
             raise InvalidTypeError(f"expected an iterable of keys, not {type(keys).__name__}")
-        return [self.key(key) for key in keys]
+        # Keys that are already valid bytes skip the call to key(), which returns them as is.
+        max_key, check_key = self.max_key, self.key
+        return [key if type(key) is bytes and 0 < len(key) <= max_key else check_key(key) for key in keys]
 
     def scan_range(self, start, end, prefix, limit) -> tuple[bytes | None, bytes | None, bool]:
         """(start, end, empty): the bounds a scan reads, and whether it reads nothing."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields
 
 from concordkv_mp.errors import ConfigError
 from concordkv_mp.ipc.protocol import DEFAULT_ENDPOINT
-from concordkv_mp.options import KiB, StorageOptions
+from concordkv_mp.options import KiB, StorageOptions, _check_int  # the storage options' range check
 
 ENV_PREFIX = "CKV_"
 
@@ -97,12 +97,12 @@ class ServerConfig(StorageOptions):
         _check_endpoint(self.endpoint)
         # The embedded engine may run compactions in a thread (0); a server never does,
         # because its partitions must not spend their GIL on them.
-        _check_range("compaction_workers", self.compaction_workers, 1, 64)
-        _check_range("partitions", self.partitions, 1, MAX_PARTITIONS)
-        _check_range("max_batch_keys", self.max_batch_keys, 1, 1_000_000)
-        _check_range("scan_page_size", self.scan_page_size, 1, 100_000)
-        _check_range("client_hwm", self.client_hwm, 1, 1_000_000)
-        _check_range("max_message_size", self.max_message_size, 1, 1 << 40)
+        _check_int("compaction_workers", self.compaction_workers, 1, 64)
+        _check_int("partitions", self.partitions, 1, MAX_PARTITIONS)
+        _check_int("max_batch_keys", self.max_batch_keys, 1, 1_000_000)
+        _check_int("scan_page_size", self.scan_page_size, 1, 100_000)
+        _check_int("client_hwm", self.client_hwm, 1, 1_000_000)
+        _check_int("max_message_size", self.max_message_size, 1, 1 << 40)
         if self.max_message_size < self._least_message_size():
             raise ConfigError(
                 "max_message_size",
@@ -135,21 +135,8 @@ def load_config(path: str | None, environ: Mapping[str, str], flags: Mapping[str
     """
     values: dict[str, object] = {}
     sources: dict[str, str] = {}
-    if path is not None:
-        source = f"config file {path}"
-        for name, raw in _read_json_object(path).items():
-            values[name] = _parse(name, raw, source, from_text=False)
-            sources[name] = source
-    for variable, raw in environ.items():
-        if not variable.startswith(ENV_PREFIX) or variable in NON_CONFIG_VARIABLES:
-            continue
-        name = variable[len(ENV_PREFIX) :].lower()
-        source = f"environment variable {variable}"
-        values[name] = _parse(name, raw, source, from_text=True)
-        sources[name] = source
-    for name, raw in flags.items():
-        source = f"flag --{name.replace('_', '-')}"
-        values[name] = _parse(name, raw, source, from_text=True)
+    for name, raw, source, from_text in _settings(path, environ, flags):
+        values[name] = _parse(name, raw, source, from_text=from_text)
         sources[name] = source
     try:
         return ServerConfig(**values)
@@ -157,6 +144,19 @@ def load_config(path: str | None, environ: Mapping[str, str], flags: Mapping[str
         if exc.field in sources:
             exc.args = (f"{exc.args[0]} (from {sources[exc.field]})",)
         raise
+
+
+def _settings(path: str | None, environ: Mapping[str, str], flags: Mapping[str, object]):
+    """(field name, raw value, where it came from, whether it is text) of every setting,
+    lowest precedence first."""
+    if path is not None:
+        for name, raw in _read_json_object(path).items():
+            yield name, raw, f"config file {path}", False
+    for variable, raw in environ.items():
+        if variable.startswith(ENV_PREFIX) and variable not in NON_CONFIG_VARIABLES:
+            yield variable[len(ENV_PREFIX) :].lower(), raw, f"environment variable {variable}", True
+    for name, raw in flags.items():
+        yield name, raw, f"flag --{name.replace('_', '-')}", True
 
 
 def parse_size(text: str) -> int:
@@ -211,13 +211,6 @@ def _parse(name: str, raw: object, source: str, *, from_text: bool) -> object:
 
 def _type_name(value: object) -> str:
     return "null" if value is None else type(value).__name__
-
-
-def _check_range(name: str, value: object, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(name, f"expected an integer, got {_type_name(value)}")
-    if not low <= value <= high:
-        raise ConfigError(name, f"{value} is outside {low}..{high}")
 
 
 def _check_path(name: str, value: object) -> None:

@@ -1,10 +1,10 @@
 """`Database`: the public embedded API (SPEC.md's contract) over one storage engine.
 
-It owns argument checking — types, str -> UTF-8, empty keys, size limits, scan
-bounds — so that engines only ever see valid bytes, and it turns prefix/limit into
-what the engines' range scan understands. It owns the database directory (its `LOCK`
-and `ENGINE` file, engines/catalog.py) and the engine switch. It must not know how an
-engine stores data.
+Every argument is checked once, before an engine sees it, by the checks it shares with
+the network clients (arguments.py: types, str -> UTF-8, empty keys, size limits, scan
+prefix/limit -> bounds), so that engines only ever see valid bytes. It owns the database
+directory (its `LOCK` and `ENGINE` file, engines/catalog.py) and the engine switch. It
+must not know how an engine stores data.
 
 Engine switch: the old engine holds writers back (`retire_after`) while the data is
 copied into a new engine in a new directory, flushed, and the `ENGINE` file is replaced
@@ -121,15 +121,21 @@ class Database:
         return self._call("delete_existing", [self._key(key)]) == 1
 
     def exists(self, key) -> bool:
-        return self.get(self._key(key)) is not None
+        return self.get(key) is not None
 
     def update(self, key, value) -> bool:
         """Set `key` only if it exists (atomically); True if it did."""
         return self._call("update_existing", self._key(key), self._value(value))
 
     def mget(self, keys) -> list:
-        get = self.get
-        return [get(key) for key in self._keys(keys)]
+        keys = self._keys(keys)  # checked once: straight to the engine's get
+        engine = self._engine
+        try:
+            return list(map(engine.get, keys))
+        except _SWITCHED:
+            if self._engine is engine:
+                raise
+            return list(map(self._engine.get, keys))
 
     def mset(self, mapping_or_pairs) -> None:
         """Set many keys atomically: all are visible after a crash, or none."""
@@ -151,7 +157,7 @@ class Database:
         start, end, empty = self._scan_range(start, end, prefix, limit)
         if empty:
             return iter(())
-        items = self._call("scan", start or None, end, bool(reverse))
+        items = self._call("scan", start, end, bool(reverse))
         return items if limit is None else islice(items, limit)
 
     def count(self) -> int:
@@ -189,9 +195,10 @@ class Database:
             directory = os.path.join(self.path, record.directory)
             self._fs.remove_tree(directory)
 
-            commit_unknown = []
+            commit_unknown = False
 
             def copy_and_commit():
+                nonlocal commit_unknown
                 new_engine = open_engine(name, directory, options, self._fs, self._worker_factory)
                 try:
                     _copy(old_engine, new_engine)
@@ -204,7 +211,7 @@ class Database:
                     write_engine_record(self._fs, self.path, record)
                 except BaseException:
                     new_engine.close()
-                    commit_unknown.append(True)
+                    commit_unknown = True
                     raise
                 self._engine, self._record, self.options = new_engine, record, options
 

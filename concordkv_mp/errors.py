@@ -48,6 +48,7 @@ class ConfigError(InvalidArgumentError):
     """A configuration value is invalid; `field` names the offending option."""
 
     code = "INVALID_CONFIG"
+    field: str | None = None  # None on an error a client rebuilt from a reply
 
     def __init__(self, field: str, message: str):
         super().__init__(f"invalid option {field!r}: {message}")
@@ -58,6 +59,7 @@ class CorruptionError(ConcordKVError):
     """Stored data failed a checksum or structural check; `path` names the file."""
 
     code = "CORRUPTION"
+    path: str | None = None  # None on an error a client rebuilt from a reply
 
     def __init__(self, path: str, message: str):
         super().__init__(f"{path}: {message}")
@@ -180,17 +182,14 @@ class InternalError(ConcordKVError):
 
 
 def error_from_code(code: str, message: str) -> ConcordKVError:
-    """The exception a client raises for an error reply: the class with that code."""
+    """The exception a client raises for an error reply: the class with that code. The
+    wire carries only code and message, so a class's own constructor is bypassed (its
+    extra attributes keep their class defaults)."""
     cls = _BY_CODE.get(code, ConcordKVError)
     error = cls.__new__(cls)
     Exception.__init__(error, message)
     if cls is ConcordKVError:
         error.code = code
-    # Attributes the local constructors set; the wire carries only code and message.
-    if isinstance(error, CorruptionError):
-        error.path = None
-    if isinstance(error, ConfigError):
-        error.field = None
     return error
 
 

@@ -93,12 +93,16 @@ from collections import deque
 from itertools import islice
 from pathlib import Path
 
-# Benchmark the checkout this file lives in, not some installed copy.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Benchmark the checkout this file lives in, not some installed copy (the other scripts
+# here import this module first, and so get the same).
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 MiB = 1024 * 1024
 KEY_SIZE = 16
 VALUE_SIZE = 100
+# What a store that keeps its own copies holds in key and value objects alone, per key.
+KEY_VALUE_OBJECTS = sys.getsizeof(bytes(KEY_SIZE)) + sys.getsizeof(bytes(VALUE_SIZE))
 RANGE_LEN = 100
 WRITE_FRACTION = 0.10
 CHUNK = 1000
@@ -706,7 +710,7 @@ def measure_memtable(settings: dict, root: Path, k: int) -> dict:
         "engine_estimate_bytes_per_key": stats["memtable_bytes"] / entries if entries else None,
         "all_in_memtable": entries == k,
         "dict_bytes_per_key": retained_bytes_per_key({}.__setitem__, k),
-        "key_value_objects_bytes": sys.getsizeof(bytes(KEY_SIZE)) + sys.getsizeof(bytes(VALUE_SIZE)),
+        "key_value_objects_bytes": KEY_VALUE_OBJECTS,
     }
 
 
@@ -743,6 +747,11 @@ def profile_concordkv(w: Workload, settings: dict, root: Path, budget: float, to
 # --- report ----------------------------------------------------------------------------
 
 
+def log(msg: str) -> None:
+    """Progress, on stderr: stdout is the report."""
+    print(msg, file=sys.stderr, flush=True)
+
+
 def machine() -> dict:
     import psutil
 
@@ -764,11 +773,10 @@ def machine() -> dict:
 
 def checkout_revision() -> str:
     """The commit of the code under test, and whether concordkv_mp/ differs from it."""
-    repo = Path(__file__).resolve().parents[1]
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True,
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                               text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "concordkv_mp"], cwd=repo, capture_output=True,
+        dirty = subprocess.run(["git", "status", "--porcelain", "concordkv_mp"], cwd=REPO, capture_output=True,
                                text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
@@ -953,7 +961,6 @@ def main(argv=None) -> int:
     n = 100_000 if args.quick else args.keys
     settings = {"keys": n, "cache_mb": args.cache_mb, "memtable_mb": args.memtable_mb,
                 "phase_seconds": args.phase_seconds, "seed": args.seed, "repeat": args.repeat}
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)
 
     stores = []
     for key in args.stores.split(","):

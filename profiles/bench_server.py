@@ -81,17 +81,12 @@ from pathlib import Path
 import msgpack
 import psutil
 import zmq
-
-# Benchmark the checkout this file lives in, not some installed copy.
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench_engine import (
-    checkout_revision,
-    filesystem_of,
+from bench_engine import (  # first: it puts this checkout first on sys.path, for concordkv_mp below
+    REPO,
     heading,
-    machine,
+    log,
     machine_lines,
+    new_run,
     publish,
     render,
 )
@@ -145,7 +140,8 @@ def reference_ratios(window: int) -> tuple:
 
 
 class Workload:
-    """Keys, values and orders of one run, from one seed, made before any timing."""
+    """Keys, values and orders of one run, from one seed, made before any timing, once:
+    the *_args lists are the calls' argument tuples (see time_calls)."""
 
     def __init__(self, n: int, batches: int, seed: int):
         rng = random.Random(seed)
@@ -154,11 +150,12 @@ class Workload:
         self.values = [rng.randbytes(VALUE_SIZE) for _ in range(n)]
         self.value_of = dict(zip(self.keys, self.values))
         order = rng.sample(range(n), n)
-        self.set_keys = [self.keys[i] for i in order]
-        self.set_values = [self.values[i] for i in order]
+        self.set_args = [(self.keys[i], self.values[i]) for i in order]
         self.get_keys = rng.sample(self.keys, n)
-        self.batches = [dict(zip(rng.sample(self.keys, BATCH), rng.sample(self.values, BATCH))) for _ in range(batches)]
-        self.key_batches = [rng.sample(self.keys, BATCH) for _ in range(batches)]
+        self.get_args = [(k,) for k in self.get_keys]
+        self.mset_args = [(dict(zip(rng.sample(self.keys, BATCH), rng.sample(self.values, BATCH))),)
+                          for _ in range(batches)]
+        self.mget_args = [(rng.sample(self.keys, BATCH),) for _ in range(batches)]
 
 
 # --- timing ----------------------------------------------------------------------------
@@ -223,10 +220,10 @@ def time_pipelines(make_pipeline, add, requests: list, window: int) -> dict:
     command's latency is its pipeline's round trip."""
     clock = time.perf_counter
     latencies = array("d")
+    chunks = [requests[first : first + window] for first in range(0, len(requests), window)]
     cpu0 = time.process_time()
     start = clock()
-    for first in range(0, len(requests), window):
-        chunk = requests[first : first + window]
+    for chunk in chunks:
         t0 = clock()
         pipe = make_pipeline()
         for request in chunk:
@@ -419,7 +416,11 @@ def server_processes(endpoint: str) -> dict:
     """{"front": pid, "partition 0": pid, ...}: every process of a ConcordKV-MP server."""
     with concordkv_mp.connect(endpoint, timeout=5) as client:
         table = client.status()["processes"]
-    return {row["role"] + ("" if row["index"] is None else f" {row['index']}"): row["pid"] for row in table}
+    processes = {row["role"] + ("" if row["index"] is None else f" {row['index']}"): row["pid"] for row in table}
+    down = [name for name, pid in processes.items() if pid is None]
+    if down:  # psutil.Process(None) would be this process: its CPU would pass for the server's
+        raise RuntimeError(f"server processes not running: {', '.join(down)}")
+    return processes
 
 
 class CpuMeter:
@@ -427,7 +428,6 @@ class CpuMeter:
 
     def __init__(self, processes: dict):
         self.processes = {name: psutil.Process(pid) for name, pid in processes.items()}
-
 
     def read(self) -> dict:
         out = {}
@@ -441,11 +441,21 @@ class CpuMeter:
 
 
 def measured(meter: CpuMeter, run) -> dict:
-    """run() -> a summary, with the server's CPU per op (total and by process) and each
-    process's share of one core over the run's wall time."""
+    """run() -> a summary, with the server's CPU over the run (see with_server_cpu)."""
     before = meter.read()
     result = run()
-    after = meter.read()
+    return with_server_cpu(result, before, meter.read())
+
+
+def metered(meter: CpuMeter, runs: dict) -> dict:
+    """{workload: run} -> {workload: a function that runs it `measured`}."""
+    return {workload: (lambda run=run: measured(meter, run)) for workload, run in runs.items()}
+
+
+def with_server_cpu(result: dict, before: dict, after: dict) -> dict:
+    """`result` with the server's CPU per op (total and by process) between the meter's
+    readings `before` and `after`, and each process's share of one core over the run's
+    wall time."""
     spent = {name: after[name] - before[name] for name in after}
     result["server_cpu_us_per_op"] = sum(spent.values()) / result["ops"] * 1e6
     result["server_cpu_by_process"] = {
@@ -464,12 +474,11 @@ def mixed_client(kind: str, address, keys: list, values: list, seconds: float, s
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it; Ctrl-C must not
     if kind == "concordkv":
         client = concordkv_mp.connect(address, timeout=30, local=False)
-        get, set_ = client.get, client.set
     else:
         import redis
 
         client = redis.Redis(port=address)
-        get, set_ = client.get, client.set
+    get, set_ = client.get, client.set
     rng = random.Random(seed)
     plan = [(rng.randrange(len(keys)), rng.random() < 0.5) for _ in range(1 << 16)]
     clock = time.perf_counter
@@ -495,8 +504,10 @@ def mixed_client(kind: str, address, keys: list, values: list, seconds: float, s
     client.close()
 
 
-def run_concurrent(kind: str, address, w: Workload, clients: int, seconds: float, seed: int) -> dict:
-    barrier = SPAWN.Barrier(clients)
+def run_concurrent(kind: str, address, w: Workload, clients: int, seconds: float, seed: int, meter: CpuMeter) -> dict:
+    """The summary of `clients` mixed_client processes, measured (as by `measured`) from
+    the barrier that starts them to the last one's result."""
+    barrier = SPAWN.Barrier(clients + 1)  # this process too: it reads the server's CPU as the load starts
     results = SPAWN.Queue()
     processes = [SPAWN.Process(target=mixed_client, daemon=True, name=f"bench-client-{i}",
                                args=(kind, address, w.keys, w.values, seconds, seed + i, barrier, results))
@@ -504,8 +515,12 @@ def run_concurrent(kind: str, address, w: Workload, clients: int, seconds: float
     try:
         for process in processes:
             process.start()
-        # Start-up (interpreter, imports, connect) comes before the barrier and is not timed.
+        # Start-up (interpreter, imports, connect) comes before the barrier and is not
+        # timed, nor is the server's CPU for it counted.
+        barrier.wait(SERVER_START_SECONDS)
+        before = meter.read()
         parts = [results.get(timeout=SERVER_START_SECONDS + seconds) for _ in processes]
+        after = meter.read()
         for process in processes:
             process.join()
     finally:
@@ -521,24 +536,18 @@ def run_concurrent(kind: str, address, w: Workload, clients: int, seconds: float
     result = summary(ops, 1, wall, sum(p["cpu"] for p in parts), latencies)
     # Each process ran for its own `seconds`; the sum of their rates is the server's rate.
     result["ops_per_sec"] = result["calls_per_sec"] = sum(p["ops"] / p["seconds"] for p in parts)
-    return result
+    return with_server_cpu(result, before, after)
 
 
 # --- the clients' runs -----------------------------------------------------------------
 
 
 def single_key_runs(get, set_, w: Workload) -> dict:
-    return {
-        "set": lambda: time_calls(set_, list(zip(w.set_keys, w.set_values))),
-        "get": lambda: time_calls(get, [(k,) for k in w.get_keys]),
-    }
+    return {"set": lambda: time_calls(set_, w.set_args), "get": lambda: time_calls(get, w.get_args)}
 
 
 def batch_runs(mget, mset, w: Workload) -> dict:
-    return {
-        "mset": lambda: time_calls(mset, [(b,) for b in w.batches], BATCH),
-        "mget": lambda: time_calls(mget, [(b,) for b in w.key_batches], BATCH),
-    }
+    return {"mset": lambda: time_calls(mset, w.mset_args, BATCH), "mget": lambda: time_calls(mget, w.mget_args, BATCH)}
 
 
 def check_reads(get, w: Workload, who: str) -> None:
@@ -575,12 +584,12 @@ def setup_clients(stack, root: Path, args, w: Workload, log) -> tuple[dict, dict
         if name == DIRECT:
             preload(client.mset, w)
             check_reads(client.get, w, name)
-        runs = {**single_key_runs(client.get, client.set, w), **batch_runs(client.mget, client.mset, w)}
-        plans[name] = {k: (lambda run=run: measured(meter, run)) for k, run in runs.items()}
+        plans[name] = metered(meter, {**single_key_runs(client.get, client.set, w),
+                                      **batch_runs(client.mget, client.mset, w)})
     # Each round's client processes draw their own operations.
     seeds = itertools.count(args.seed * 1000, args.clients)
-    plans[DIRECT]["concurrent"] = lambda: measured(
-        meter, lambda: run_concurrent("concordkv", endpoint, w, args.clients, args.seconds, next(seeds)))
+    plans[DIRECT]["concurrent"] = lambda: run_concurrent("concordkv", endpoint, w, args.clients, args.seconds,
+                                                         next(seeds), meter)
 
     try:
         from concordkv_mp import aio
@@ -593,12 +602,10 @@ def setup_clients(stack, root: Path, args, w: Workload, log) -> tuple[dict, dict
         for name, local in ((f"ConcordKV asyncio, {window} in flight", True), (f"ConcordKV asyncio TCP, {window} in flight", False)):
             aclient = loop.run_until_complete(aio.connect(endpoint, local=local))
             stack.callback(lambda aclient=aclient: loop.run_until_complete(aclient.close()))
-            plans[name] = {
-                "set": lambda aclient=aclient: measured(meter, lambda: loop.run_until_complete(
-                    time_async(aclient.set, list(zip(w.set_keys, w.set_values)), window))),
-                "get": lambda aclient=aclient: measured(meter, lambda: loop.run_until_complete(
-                    time_async(aclient.get, [(k,) for k in w.get_keys], window))),
-            }
+            plans[name] = metered(meter, {
+                "set": lambda aclient=aclient: loop.run_until_complete(time_async(aclient.set, w.set_args, window)),
+                "get": lambda aclient=aclient: loop.run_until_complete(time_async(aclient.get, w.get_args, window)),
+            })
 
     echo, echo_process = start_echo(stack, context)
     echo_meter = CpuMeter({"echo": echo_process.pid})
@@ -608,16 +615,11 @@ def setup_clients(stack, root: Path, args, w: Workload, log) -> tuple[dict, dict
     }
     preload(echo.mset, w)
     check_reads(echo.get, w, "raw pyzmq echo")
-    plans["raw pyzmq echo"] = {k: (lambda run=run: measured(echo_meter, run))
-                               for k, run in single_key_runs(echo.get, echo.set, w).items()}
-    window_plan = {
-        "set": [("set", k, v) for k, v in zip(w.set_keys, w.set_values)],
-        "get": [("get", k) for k in w.get_keys],
-    }
-    plans[f"raw pyzmq echo, {args.window} in flight"] = {
-        k: (lambda reqs=reqs: measured(echo_meter, lambda: time_window(echo.send, echo.recv, reqs, args.window)))
-        for k, reqs in window_plan.items()
-    }
+    plans["raw pyzmq echo"] = metered(echo_meter, single_key_runs(echo.get, echo.set, w))
+    window_requests = {"set": [("set", *a) for a in w.set_args], "get": [("get", *a) for a in w.get_args]}
+    plans[f"raw pyzmq echo, {args.window} in flight"] = metered(echo_meter, {
+        k: (lambda reqs=reqs: time_window(echo.send, echo.recv, reqs, args.window)) for k, reqs in window_requests.items()
+    })
 
     redis_server = shutil.which("redis-server")
     if redis_server is None:
@@ -641,18 +643,16 @@ def setup_clients(stack, root: Path, args, w: Workload, log) -> tuple[dict, dict
     stack.callback(r.close)
     preload(r.mset, w)
     check_reads(r.get, w, "redis-py")
-    runs = {**single_key_runs(r.get, r.set, w), **batch_runs(r.mget, r.mset, w)}
-    plans["redis-py"] = {k: (lambda run=run: measured(redis_meter, run)) for k, run in runs.items()}
+    plans["redis-py"] = metered(redis_meter, {**single_key_runs(r.get, r.set, w), **batch_runs(r.mget, r.mset, w)})
     redis_seeds = itertools.count(args.seed * 1000, args.clients)
-    plans["redis-py"]["concurrent"] = lambda: measured(
-        redis_meter, lambda: run_concurrent("redis", port, w, args.clients, args.seconds, next(redis_seeds)))
+    plans["redis-py"]["concurrent"] = lambda: run_concurrent("redis", port, w, args.clients, args.seconds,
+                                                             next(redis_seeds), redis_meter)
     adders = {"set": lambda pipe, kv: pipe.set(*kv), "get": lambda pipe, k: pipe.get(k)}
-    requests = {"set": list(zip(w.set_keys, w.set_values)), "get": w.get_keys}
-    plans[f"redis-py pipeline of {args.window}"] = {
-        k: (lambda k=k: measured(redis_meter, lambda: time_pipelines(
-            lambda: r.pipeline(transaction=False), adders[k], requests[k], args.window)))
+    requests = {"set": w.set_args, "get": w.get_keys}
+    plans[f"redis-py pipeline of {args.window}"] = metered(redis_meter, {
+        k: (lambda k=k: time_pipelines(lambda: r.pipeline(transaction=False), adders[k], requests[k], args.window))
         for k in ("set", "get")
-    }
+    })
     return plans, systems, notices
 
 
@@ -680,6 +680,14 @@ def ratio_of(results: dict, top, bottom) -> float | None:
         return None
 
 
+def each_result(results: dict):
+    """(client, workload, figures) of every run, clients in order, workloads in WORKLOADS order."""
+    for client, by in results.items():
+        for workload in WORKLOADS:
+            if workload in by:
+                yield client, workload, by[workload]
+
+
 def report(run: dict, markdown: bool) -> str:
     section = heading(markdown)
     results, s = run["results"], run["settings"]
@@ -700,31 +708,23 @@ def report(run: dict, markdown: bool) -> str:
 
     out.append(section("Throughput and latency (ops/s count keys; batches/s count mset/mget calls)"))
     rows = []
-    for client, by in results.items():
-        for workload in WORKLOADS:
-            r = by.get(workload)
-            if r is None:
-                continue
-            batches = f"{r['calls_per_sec']:,.0f}" if workload in ("mset", "mget") else ""
-            rows.append([client, shown(workload), f"{r['ops_per_sec']:,.0f}", batches, f"{r['p50_us']:,.1f}",
-                         f"{r['p99_us']:,.1f}", f"{r['client_cpu_us_per_op']:.1f}", f"{r['server_cpu_us_per_op']:.1f}"])
+    for client, workload, r in each_result(results):
+        batches = f"{r['calls_per_sec']:,.0f}" if workload in ("mset", "mget") else ""
+        rows.append([client, shown(workload), f"{r['ops_per_sec']:,.0f}", batches, f"{r['p50_us']:,.1f}",
+                     f"{r['p99_us']:,.1f}", f"{r['client_cpu_us_per_op']:.1f}", f"{r['server_cpu_us_per_op']:.1f}"])
     out.append(render(["client", "workload", "ops/s", "batches/s", "p50 us", "p99 us", "client CPU us/op",
                        "server CPU us/op"], rows, markdown))
 
     out.append(section("ConcordKV-MP server CPU by process: us per op (share of one core during the workload)"))
     names = []
     rows = []
-    for client, by in results.items():
+    for client, workload, r in each_result(results):
         if not client.startswith("ConcordKV"):
             continue
-        for workload in WORKLOADS:
-            r = by.get(workload)
-            if r is None:
-                continue
-            per = r["server_cpu_by_process"]
-            names = names or list(per)
-            rows.append([client, shown(workload)]
-                        + [f"{per[n]['us_per_op']:.1f} ({per[n]['core_percent']:.0f}%)" for n in names])
+        per = r["server_cpu_by_process"]
+        names = names or list(per)
+        rows.append([client, shown(workload)]
+                    + [f"{per[n]['us_per_op']:.1f} ({per[n]['core_percent']:.0f}%)" for n in names])
     out.append(render(["client", "workload"] + names, rows, markdown))
 
     out.append(section("Targets (ratios of ops/s from this run)"))
@@ -750,6 +750,26 @@ def interrupted(signum, frame):
     raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def cleanup_scope(prefix: str, tmpdir: str):
+    """(stack, root): an ExitStack that undoes what is started on it and then removes
+    `root`, a fresh directory under `tmpdir`, also on Ctrl-C or SIGTERM."""
+    signal.signal(signal.SIGTERM, interrupted)
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir=tmpdir))
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, root, ignore_errors=True)
+        yield stack, root
+
+
+def run_script(main) -> None:
+    """Exit with main()'s status, or with 130 on Ctrl-C or SIGTERM."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # cleanup_scope has stopped and removed everything by now
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--keys", type=int, default=20_000, help="single-key calls per workload (default 20,000)")
@@ -768,31 +788,21 @@ def main(argv=None) -> int:
     if args.quick:
         args.keys, args.seconds = 2000, 1.0
     batches = max(5, args.keys // 20)
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)
 
-    signal.signal(signal.SIGTERM, interrupted)
-    root = Path(tempfile.mkdtemp(prefix="ckv-bench-server-", dir=args.tmpdir))
-    with contextlib.ExitStack() as stack:
-        stack.callback(shutil.rmtree, root, ignore_errors=True)
+    with cleanup_scope("ckv-bench-server-", args.tmpdir) as (stack, root):
         w = Workload(args.keys, batches, args.seed)
-        run = {"machine": machine(), "revision": checkout_revision(), "filesystem": "",
-               "settings": {"keys": args.keys, "batches": batches, "clients": args.clients, "seconds": args.seconds,
-                            "window": args.window, "partitions": args.partitions, "fsync": args.fsync,
-                            "seed": args.seed, "repeat": args.repeat},
-               "loadavg_1min": [os.getloadavg()[0]]}
+        run = new_run(root, {"keys": args.keys, "batches": batches, "clients": args.clients, "seconds": args.seconds,
+                             "window": args.window, "partitions": args.partitions, "fsync": args.fsync,
+                             "seed": args.seed, "repeat": args.repeat})
+        run["loadavg_1min"] = [os.getloadavg()[0]]
         plans, run["systems"], run["notices"] = setup_clients(stack, root, args, w, log)
         for notice in run["notices"]:
             log(notice)
         run["results"] = take_turns(plans, args.repeat, log)
         run["loadavg_1min"].append(os.getloadavg()[0])
-        run["filesystem"] = filesystem_of(root)
         publish(run, report(run, args.markdown), args.json)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # the ExitStack has stopped and removed everything by now
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_script(main)

@@ -65,6 +65,7 @@ from types import SimpleNamespace
 
 from bench_engine import (
     KEY_SIZE,
+    KEY_VALUE_OBJECTS,
     VALUE_SIZE,
     Dict,
     LevelDB,
@@ -75,6 +76,7 @@ from bench_engine import (
     fill_and_settle,
     heading,
     load_lines,
+    log,
     machine_lines,
     new_run,
     phase_get,
@@ -100,8 +102,6 @@ PHASES = ("put", "get", "range100")
 NO_AUTO_SNAPSHOT = 1 << 40
 GET_TARGET = RANGE_TARGET = 0.5  # engine ops/s over its peer's, at least
 MEMORY_TARGET = 3.0  # engine bytes per key over a dict's, at most
-# What a store that keeps its own copies holds in key and value objects alone, per key.
-KEY_VALUE_OBJECTS = sys.getsizeof(bytes(KEY_SIZE)) + sys.getsizeof(bytes(VALUE_SIZE))
 WARM_UP_KEYS = 1000  # the memory probe's throwaway fill
 
 
@@ -448,13 +448,15 @@ def row_name(key: str, size: int, settings: dict) -> str:
     return name if size == settings["keys"] or key == "array" else f"{name} @{size:,}"
 
 
+def rss_per_key(results: dict, name: str) -> float | None:
+    """The row's memory probe figure, None if it has none."""
+    return results.get(name, {}).get("memory", {}).get("rss_bytes_per_key")
+
+
 def target_rows(results: dict, settings: dict) -> list:
     """[ratio, measured, target, status] for each target of the engines, and references."""
     def speed(name, phase):
         return results.get(name, {}).get("phases", {}).get(phase, {}).get("ops_per_sec")
-
-    def memory(name):
-        return results.get(name, {}).get("memory", {}).get("rss_bytes_per_key")
 
     checks = [  # (what, numerator, denominator, bound: +x = at least x, -x = at most x, None = reference)
         ("btree get / SortedDict get", speed("btree", "get"), speed("SortedDict", "get"), GET_TARGET),
@@ -469,7 +471,8 @@ def target_rows(results: dict, settings: dict) -> list:
     ]
     for e in ENGINES:
         dict_name = row_name("dict", settings["array_keys"] if e == "array" else settings["keys"], settings)
-        checks.append((f"{e} memory per key / {dict_name}'s", memory(e), memory(dict_name), -MEMORY_TARGET))
+        checks.append((f"{e} memory per key / {dict_name}'s", rss_per_key(results, e), rss_per_key(results, dict_name),
+                       -MEMORY_TARGET))
     rows = []
     for what, num, den, bound in checks:
         if not num or not den:
@@ -520,11 +523,10 @@ def report(run: dict, markdown: bool) -> str:
         out.append("* phase stopped by its time budget; figure over the ops done")
 
     measured = {n: r["memory"] for n, r in results.items() if "memory" in r}
-    dict_of = lambda size: results.get(row_name("dict", size, s), {}).get("memory", {}).get("rss_bytes_per_key")
     rows = []
     for n, mem in measured.items():
         est = mem["engine_bytes_per_key"]
-        base = dict_of(mem["keys"])
+        base = rss_per_key(results, row_name("dict", mem["keys"], s))
         rows.append([n, f"{mem['keys']:,}", f"{mem['rss_bytes_per_key']:.0f}", f"{mem['anon_bytes_per_key']:.0f}",
                      "" if results[n]["store"] in ON_DISK else f"{mem['rss_bytes_per_key'] - KEY_VALUE_OBJECTS:.0f}",
                      "" if est is None else f"{est:.0f}",
@@ -553,7 +555,6 @@ def main(args) -> int:
     settings = {"keys": n, "array_keys": m, "cache_mb": args.cache_mb, "memtable_mb": args.memtable_mb,
                 "phase_seconds": args.phase_seconds, "seed": args.seed, "repeat": args.repeat,
                 "snapshot_wal_size": StorageOptions().snapshot_wal_size if args.auto_snapshots else NO_AUTO_SNAPSHOT}
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)
     started = time.perf_counter()
     root = Path(tempfile.mkdtemp(prefix="ckv-matrix-", dir=args.tmpdir))
     try:
@@ -591,5 +592,8 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 5:
+        sys.exit("engine_matrix.py runs only as bench_engine.py's memory probe; "
+                 "the matrix is: python profiles/bench_engine.py --engines [--help]")
     key, n, settings, directory = sys.argv[1:]
     print(json.dumps(probe_memory(key, int(n), json.loads(settings), Path(directory))))

@@ -37,7 +37,6 @@ now and then be torn, and the py-spy processes take some of the machine's CPU.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import html
 import os
 import random
@@ -53,16 +52,18 @@ from collections import Counter
 from pathlib import Path
 
 import psutil
-
-# Profile the checkout this file lives in, not some installed copy.
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench_engine import render
+from bench_engine import (  # first: it puts this checkout first on sys.path
+    REPO,
+    log,
+    render,
+)
 from bench_server import (
+    SERVER_START_SECONDS,
     SPAWN,
     VALUE_SIZE,
-    interrupted,
+    CpuMeter,
+    cleanup_scope,
+    run_script,
     server_processes,
     start_concordkv,
 )
@@ -312,15 +313,11 @@ def main(argv=None) -> int:
     ap.add_argument("--no-py-spy", action="store_true", help="only the CPU/RSS table, no py-spy")
     ap.add_argument("--tmpdir", default=tempfile.gettempdir(), help="where the server's data directory goes")
     args = ap.parse_args(argv)
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)
     py_spy = None if args.no_py_spy else find_py_spy()
     if not args.no_py_spy and py_spy is None:
         print("py-spy not found (.venv/bin/py-spy or PATH): no flame graphs, only the CPU/RSS table")
 
-    signal.signal(signal.SIGTERM, interrupted)
-    root = Path(tempfile.mkdtemp(prefix="ckv-profile-", dir=args.tmpdir))
-    with contextlib.ExitStack() as stack:
-        stack.callback(shutil.rmtree, root, ignore_errors=True)
+    with cleanup_scope("ckv-profile-", args.tmpdir) as (stack, root):
         log(f"starting ConcordKV-MP: {args.partitions} partitions, fsync {args.fsync}")
         endpoint, _ = start_concordkv(stack, root, args.partitions, args.fsync)
         log(f"preloading {args.keys:,} keys")
@@ -344,18 +341,21 @@ def main(argv=None) -> int:
             out.mkdir(parents=True, exist_ok=True)
             # Clients finish connecting first: py-spy then sees the load, not the imports.
             while barrier.n_waiting < args.clients:
+                if not all(p.is_alive() for p in clients):
+                    raise RuntimeError("a client process exited before the load")
                 time.sleep(0.05)
             for name, pid in {**server, **client_names}.items():
                 spies[name] = start_py_spy(stack, py_spy, pid, out / f"{slug(name)}.txt",
                                            args.duration + PY_SPY_START_SECONDS, args.rate)
             time.sleep(PY_SPY_START_SECONDS)
 
-        cpu_before = {name: cpu_seconds(pid) for name, pid in server.items()}
+        meter = CpuMeter(server)
         log(f"load: {args.clients} clients ({args.front_clients} via the front) for {args.duration:g} s")
-        barrier.wait()
+        barrier.wait(SERVER_START_SECONDS)  # not forever, should a client die on the way
+        cpu_before = meter.read()  # after the barrier, as the clients' own CPU times: the load's alone
         rows = sample_loop(server, [psutil.Process(p.pid) for p in clients], args.duration, args.interval)
         done = [results.get(timeout=60) for _ in clients]
-        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in server.items()}
+        cpu = {name: seconds - cpu_before[name] for name, seconds in meter.read().items()}
         cpu["clients"] = sum(c for _, _, c in done)
 
         names = list(server) + ["clients"]
@@ -387,17 +387,5 @@ def main(argv=None) -> int:
     return 0
 
 
-def cpu_seconds(pid: int) -> float:
-    try:
-        times = psutil.Process(pid).cpu_times()
-    except psutil.Error:
-        return 0.0
-    return times.user + times.system
-
-
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # the ExitStack has stopped and removed everything by now
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_script(main)

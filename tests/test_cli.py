@@ -157,10 +157,11 @@ def run(client, line: str) -> str:
     return reply.text
 
 
-def error(client, line: str) -> str:
+def error(client, line: str, start: str = "(error) ") -> str:
+    """The error reply to `line`, which must start with `start`."""
     reply = execute_line(client, line)
     assert reply.is_error and not reply.quit
-    assert reply.text.startswith("(error) ")
+    assert reply.text.startswith(start)
     return reply.text
 
 
@@ -308,9 +309,7 @@ def test_scan_without_limit_shows_a_page_and_says_there_is_more(client):
     ],
 )
 def test_scan_usage_errors(client, line, fragment):
-    text = error(client, line)
-    assert text.startswith("(error) INVALID_ARGUMENT: ")
-    assert fragment in text
+    assert fragment in error(client, line, "(error) INVALID_ARGUMENT: ")
 
 
 def test_scan_errors_from_the_client_are_shown():
@@ -389,9 +388,7 @@ def test_empty_line_prints_nothing(client):
     ],
 )
 def test_wrong_number_of_arguments(client, line, usage):
-    text = error(client, line)
-    assert text.startswith("(error) INVALID_ARGUMENT: wrong number of arguments; usage: ")
-    assert usage in text
+    assert usage in error(client, line, "(error) INVALID_ARGUMENT: wrong number of arguments; usage: ")
 
 
 def test_unknown_command(client):

@@ -47,6 +47,13 @@ def refused(path=None, environ=None, flags=None) -> ConfigError:
     return caught.value
 
 
+def assert_names(error: ConfigError, field: str, fragment: str, source: str) -> None:
+    """`error` is about `field`, says `fragment` and names where the value came from."""
+    assert error.field == field
+    assert fragment in str(error)
+    assert source in str(error)
+
+
 # ---------------------------------------------------------------- defaults
 
 
@@ -194,10 +201,7 @@ def test_size_fields_are_integer_fields():
 )
 def test_file_errors_name_the_field_and_the_file(tmp_path, document, field, fragment):
     path = write_json(tmp_path, document)
-    error = refused(path)
-    assert error.field == field
-    assert fragment in str(error)
-    assert f"config file {path}" in str(error)
+    assert_names(refused(path), field, fragment, f"config file {path}")
 
 
 @pytest.mark.parametrize(
@@ -246,11 +250,8 @@ def test_a_missing_file_is_refused(tmp_path):
     ],
 )
 def test_environment_errors_name_the_field_and_the_variable(environ, field, fragment):
-    error = refused(environ=environ)
-    assert error.field == field
-    assert fragment in str(error)
     (variable,) = environ
-    assert f"environment variable {variable}" in str(error)
+    assert_names(refused(environ=environ), field, fragment, f"environment variable {variable}")
 
 
 # ---------------------------------------------------------------- the flags' errors
@@ -270,10 +271,7 @@ def test_environment_errors_name_the_field_and_the_variable(environ, field, frag
     ],
 )
 def test_flag_errors_name_the_field_and_the_flag(flags, field, fragment):
-    error = refused(flags=flags)
-    assert error.field == field
-    assert fragment in str(error)
-    assert f"flag --{field.replace('_', '-')}" in str(error)
+    assert_names(refused(flags=flags), field, fragment, f"flag --{field.replace('_', '-')}")
 
 
 def test_a_derived_check_names_the_field_it_checks_and_where_that_came_from(tmp_path):

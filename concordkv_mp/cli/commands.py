@@ -51,15 +51,15 @@ def execute(client, words: Sequence[str | bytes]) -> Reply:
     args = [word.encode("utf-8", "surrogateescape") if isinstance(word, str) else bytes(word) for word in words[1:]]
     command = COMMANDS.get(name)
     if command is None:
-        return _error("UNKNOWN_COMMAND", f"unknown command {name!r}; type HELP for the list")
+        return error_reply("UNKNOWN_COMMAND", f"unknown command {name!r}; type HELP for the list")
     if command.run is None:
         return Reply("", quit=True)
     if len(args) < command.min_args or (command.max_args is not None and len(args) > command.max_args):
-        return _error(InvalidArgumentError.code, f"wrong number of arguments; usage: {command.usage}")
+        return error_reply(InvalidArgumentError.code, f"wrong number of arguments; usage: {command.usage}")
     try:
         return Reply(command.run(client, args))
     except ConcordKVError as exc:
-        return _error(exc.code, str(exc))
+        return error_reply(exc.code, str(exc))
 
 
 def execute_line(client, line: str) -> Reply:
@@ -67,11 +67,12 @@ def execute_line(client, line: str) -> Reply:
     try:
         words = split_line(line)
     except QuotingError as exc:
-        return _error(InvalidArgumentError.code, str(exc))
+        return error_reply(InvalidArgumentError.code, str(exc))
     return execute(client, words)
 
 
-def _error(code: str, message: str) -> Reply:
+def error_reply(code: str, message: str) -> Reply:
+    """`(error) CODE: message`, the shell's form of every error."""
     return Reply(f"(error) {code}: {message}", is_error=True)
 
 

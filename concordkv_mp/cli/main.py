@@ -58,12 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return _dispatch(args, unknown)
-    except ConfigError as exc:
-        print(f"error [{exc.code}]: {exc}", file=sys.stderr)
-        return CONFIG_ERROR_EXIT
     except ConcordKVError as exc:
         print(f"error [{exc.code}]: {exc}", file=sys.stderr)
-        return 1
+        return CONFIG_ERROR_EXIT if isinstance(exc, ConfigError) else 1
 
 
 def _dispatch(args: argparse.Namespace, bench_arguments: list[str]) -> int:

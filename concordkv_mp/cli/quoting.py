@@ -14,6 +14,7 @@ from __future__ import annotations
 
 _ESCAPES = {"n": b"\n", "r": b"\r", "t": b"\t", "a": b"\a", "b": b"\b", "\\": b"\\", '"': b'"'}
 _HEX = "0123456789abcdefABCDEF"
+_QUOTE_NAMES = {'"': "double", "'": "single"}
 
 
 class QuotingError(ValueError):
@@ -31,53 +32,38 @@ def split_line(line: str) -> list[bytes]:
             return words
         word = bytearray()
         while i < n and not line[i].isspace():
-            if line[i] == '"':
-                i = _read_double_quoted(line, i + 1, word)
-            elif line[i] == "'":
-                i = _read_single_quoted(line, i + 1, word)
-            else:
+            if line[i] not in _QUOTE_NAMES:
                 word += line[i].encode("utf-8", "surrogateescape")
                 i += 1
                 continue
+            i = _read_quoted(line, i, word)
             # As in redis-cli: "a"b is a mistake more often than a concatenation.
             if i < n and not line[i].isspace():
                 raise QuotingError("a closing quote must be followed by a space")
         words.append(bytes(word))
 
 
-def _read_double_quoted(line: str, i: int, word: bytearray) -> int:
-    """Appends the quoted text from `i` to `word`; returns the index after the quote."""
-    n = len(line)
+def _read_quoted(line: str, i: int, word: bytearray) -> int:
+    """Appends the text quoted by the quote at `line[i]` to `word`; returns the index
+    after the closing quote. Inside double quotes every backslash escape is decoded
+    (an unknown one stands for the character itself); inside single quotes only \\'."""
+    quote, n = line[i], len(line)
+    i += 1
     while i < n:
         char = line[i]
-        if char == '"':
+        if char == quote:
             return i + 1
-        if char == "\\" and i + 3 < n and line[i + 1] == "x" and line[i + 2] in _HEX and line[i + 3] in _HEX:
+        follower = line[i + 1] if i + 1 < n else ""
+        if char != "\\" or not follower or (quote == "'" and follower != "'"):
+            word += char.encode("utf-8", "surrogateescape")
+            i += 1
+        elif follower == "x" and i + 3 < n and line[i + 2] in _HEX and line[i + 3] in _HEX:
             word.append(int(line[i + 2 : i + 4], 16))
             i += 4
-        elif char == "\\" and i + 1 < n:
-            follower = line[i + 1]
+        else:
             word += _ESCAPES.get(follower, follower.encode("utf-8", "surrogateescape"))
             i += 2
-        else:
-            word += char.encode("utf-8", "surrogateescape")
-            i += 1
-    raise QuotingError('unbalanced double quote (")')
-
-
-def _read_single_quoted(line: str, i: int, word: bytearray) -> int:
-    n = len(line)
-    while i < n:
-        char = line[i]
-        if char == "'":
-            return i + 1
-        if char == "\\" and i + 1 < n and line[i + 1] == "'":
-            word += b"'"
-            i += 2
-        else:
-            word += char.encode("utf-8", "surrogateescape")
-            i += 1
-    raise QuotingError("unbalanced single quote (')")
+    raise QuotingError(f"unbalanced {_QUOTE_NAMES[quote]} quote ({quote})")
 
 
 _SHOWN_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\a": "\\a", "\b": "\\b"}

@@ -13,14 +13,22 @@ import argparse
 import os
 import sys
 
-from concordkv_mp.config import BYTE_SIZE_FIELDS, FIELD_NAMES, FIELD_TYPES, load_config
+from concordkv_mp.config import (
+    BYTE_SIZE_FIELDS,
+    DEFAULT_ENDPOINT,
+    FIELD_NAMES,
+    FIELD_TYPES,
+    MAX_PARTITIONS,
+    ServerConfig,
+    load_config,
+)
 from concordkv_mp.options import CACHE_POLICIES, COMPRESSIONS, ENGINES, FSYNC_POLICIES, WAL_RECOVERY_MODES
 
 _SIZE = "bytes; suffixes KiB/MiB/GiB accepted"
 FIELD_HELP = {
     "data_dir": "database directory (default ./data)",
-    "endpoint": "where clients connect: tcp://host:port or ipc://path (default tcp://127.0.0.1:7379)",
-    "partitions": "partition processes, 1..256 (default: the CPU count)",
+    "endpoint": f"where clients connect: tcp://host:port or ipc://path (default {DEFAULT_ENDPOINT})",
+    "partitions": f"partition processes, 1..{MAX_PARTITIONS} (default: the CPU count)",
     "compaction_workers": "compaction worker processes, 1..64 (default 1)",
     "engine": f"storage engine of a new database: {', '.join(ENGINES)}",
     "fsync": f"WAL fsync policy: {', '.join(FSYNC_POLICIES)} (default everysec)",
@@ -89,13 +97,15 @@ def _metavar(name: str) -> str:
     return "ENDPOINT" if name == "endpoint" else "NAME"
 
 
-def given_flags(args: argparse.Namespace) -> dict[str, object]:
-    return {name: getattr(args, name) for name in FIELD_NAMES if hasattr(args, name)}
+def _config(args: argparse.Namespace) -> ServerConfig:
+    """The configuration from `-c`, CKV_* and the flags given; raises ConfigError for a
+    bad one (the caller exits with status 2)."""
+    flags = {name: getattr(args, name) for name in FIELD_NAMES if hasattr(args, name)}
+    return load_config(args.config, os.environ, flags)
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """Raises ConfigError for a bad configuration (the caller exits with status 2)."""
-    config = load_config(args.config, os.environ, given_flags(args))
+    config = _config(args)
     # Imported here so that the other subcommands do not load the server's modules.
     from concordkv_mp.workers.supervisor import serve
 
@@ -103,8 +113,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_stop(args: argparse.Namespace) -> int:
-    """Raises ConfigError for a bad configuration (the caller exits with status 2)."""
-    config = load_config(args.config, os.environ, given_flags(args))
+    config = _config(args)
     from concordkv_mp.workers.supervisor import stop_server
 
     if stop_server(config, args.timeout):

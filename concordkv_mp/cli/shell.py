@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import Completer, Completion
 from prompt_toolkit.history import FileHistory
 
 import concordkv_mp
-from concordkv_mp.cli.commands import COMMANDS, execute, execute_line
+from concordkv_mp.cli.commands import COMMANDS, error_reply, execute, execute_line
 from concordkv_mp.errors import ConcordKVError
 from concordkv_mp.options import ENGINES
 
@@ -31,7 +31,7 @@ def run_cli(endpoint: str, words: Sequence[str], *, timeout: float) -> int:
     try:
         client = concordkv_mp.connect(endpoint, timeout=timeout)
     except ConcordKVError as exc:
-        print(f"(error) {exc.code}: {exc}")
+        print(error_reply(exc.code, str(exc)).text)
         return 1
     try:
         if words:
@@ -60,19 +60,20 @@ def run_lines(client, lines: Iterable[str], out=print) -> int:
 
 
 def run_interactive(client, endpoint: str) -> int:
+    """The shell, until QUIT or Ctrl-D; 0 even if a command failed (the user saw it)."""
     session = PromptSession(history=FileHistory(history_path()), completer=ShellCompleter())
+    run_lines(client, _typed_lines(session, f"{endpoint}> "))
+    return 0
+
+
+def _typed_lines(session: PromptSession, prompt: str) -> Iterator[str]:
     while True:
         try:
-            line = session.prompt(f"{endpoint}> ")
+            yield session.prompt(prompt)
         except KeyboardInterrupt:  # as in a shell: abandon the line, keep the session
             continue
         except EOFError:
-            return 0
-        reply = execute_line(client, line)
-        if reply.quit:
-            return 0
-        if reply.text:
-            print(reply.text)
+            return
 
 
 def history_path() -> str:

@@ -10,27 +10,22 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 import concordkv_mp
-from concordkv_mp.errors import ConcordKVError
 
 
 def run_status(endpoint: str, *, timeout: float, as_json: bool) -> int:
-    """`concordkv status`: ask the server at `endpoint`, print its status; exit code."""
+    """`concordkv status`: ask the server at `endpoint`, print its status; exit code 0.
+    A ConcordKVError (unreachable, timeout) propagates: cli/main.py reports it."""
+    client = concordkv_mp.connect(endpoint, timeout=timeout)
     try:
-        client = concordkv_mp.connect(endpoint, timeout=timeout)
-        try:
-            status = client.status()
-        finally:
-            client.close()
-    except ConcordKVError as exc:
-        print(f"error [{exc.code}]: {exc}", file=sys.stderr)
-        return 1
+        status = client.status()
+    finally:
+        client.close()
     if as_json:
         print(json.dumps(status, indent=2, sort_keys=True))
     else:

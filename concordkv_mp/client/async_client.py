@@ -29,7 +29,6 @@ import asyncio
 import heapq
 import itertools
 import socket
-import zlib
 from collections import deque
 
 import msgpack
@@ -41,7 +40,6 @@ from concordkv_mp.client.routing import (
     PROBE_TIMEOUT,
     RECONNECT_FIRST,
     RECONNECT_MAX,
-    SWITCH_TIMEOUT,
     ServerMap,
     combine_stats,
     scatter,
@@ -79,6 +77,9 @@ class _Link:
         self.loop = channel.loop
         self.waiting: dict[int, asyncio.Future] = {}
         self.dropped = False
+        # An error reply that names no request: the server refused what it could not
+        # read. A partition drops the connection next, and its loss is reported as this.
+        self.refusal: tuple | None = None
         self._deadlines: dict[float, deque] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -106,17 +107,22 @@ class _Link:
         self._timer = self.loop.call_at(when, self._check)
         self._timer_at = when
 
-    def _check(self) -> None:
-        self._timer = None
-        now = self.loop.time()
+    def _forget_answered(self) -> None:
+        """Drop the deadlines at the head of each deque whose calls no longer wait."""
         waiting = self.waiting
-        earliest = None
-        for seconds, queue in self._deadlines.items():
+        for queue in self._deadlines.values():
             while queue:
                 future = waiting.get(queue[0][1])
                 if future is not None and not future.done():
                     break
                 queue.popleft()
+
+    def _check(self) -> None:
+        self._timer = None
+        self._forget_answered()
+        now = self.loop.time()
+        earliest = None
+        for seconds, queue in self._deadlines.items():
             if not queue:
                 continue
             deadline, request_id, op = queue[0]
@@ -142,7 +148,7 @@ class _Link:
                 future = waiting.pop(reply[0], None)
                 if future is None:
                     if reply[0] is None and reply[1] != ok:
-                        self._refused(reply[2], reply[3])
+                        self.refusal = (reply[2], reply[3])
                     continue  # late: its caller timed out or gave up
                 if future.done():
                     continue
@@ -152,14 +158,8 @@ class _Link:
                     future.set_exception(error_from_code(reply[2], reply[3]))
             except Exception:  # a garbled reply names no caller to tell: that caller times out
                 continue
-        # Forget the deadlines of answered calls at the head of each deque. Replies come
-        # mostly in order, so a deque stays about as long as the table.
-        for queue in self._deadlines.values():
-            while queue and queue[0][1] not in waiting:
-                queue.popleft()
-
-    def _refused(self, code: str, message: str) -> None:
-        """An error reply for no request: the server refuses the connection itself."""
+        # Replies come mostly in order, so a deque stays about as long as the table.
+        self._forget_answered()
 
     def drop(self, make_error) -> None:
         """Fail every waiting future with `make_error()`, close the connection and let
@@ -191,9 +191,7 @@ class _StreamLink(_Link, asyncio.Protocol):
         super().__init__(channel)
         self.transport: asyncio.Transport | None = None
         self.lost = self.loop.create_future()  # done once asyncio let go of the socket
-        self._inbox = bytearray()
-        self._needed = 0  # bytes the inbox must hold before a message in it is whole
-        self._refusal: tuple | None = None
+        self._reader = stream.MessageReader()
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -210,29 +208,9 @@ class _StreamLink(_Link, asyncio.Protocol):
         transport.write(stream.frame(body))
 
     def data_received(self, data: bytes) -> None:
-        inbox = self._inbox
-        if inbox:
-            inbox += data
-            if len(inbox) < self._needed:
-                return  # a long message still arriving: do not cut (copy) it again
-            data = bytes(inbox)
-            inbox.clear()
-        header, size, position = stream.HEADER_SIZE, len(data), 0
-        bodies = []
-        while size - position >= header:
-            end = position + header + int.from_bytes(data[position : position + header], "big")
-            if end > size:
-                break
-            bodies.append(data[position + header : end])
-            position = end
-        if position < size:
-            inbox += data[position:] if position else data
-            self._needed = header + int.from_bytes(inbox[:header], "big") if len(inbox) >= header else header
+        bodies = self._reader.feed(data)
         if bodies:
             self._settle(bodies)
-
-    def _refused(self, code: str, message: str) -> None:
-        self._refusal = (code, message)  # the server drops the connection next
 
     def eof_received(self) -> None:
         self._lose(None)  # fail the waiting calls now; asyncio closes the socket next
@@ -243,8 +221,8 @@ class _StreamLink(_Link, asyncio.Protocol):
         self.lost.set_result(None)
 
     def _lose(self, exc) -> None:
-        if self._refusal is not None:
-            refusal = self._refusal
+        refusal = self.refusal
+        if refusal is not None:
             self.drop(lambda: error_from_code(*refusal))
         else:
             reason = f"lost the connection to {self.channel.endpoint}: {exc or 'closed by the server'}"
@@ -255,22 +233,33 @@ class _StreamLink(_Link, asyncio.Protocol):
             self.transport.abort()  # whatever is still queued in it goes too
 
 
-class _StreamChannel:
+class _Channel:
+    """One endpoint and its current connection (`link`): None until a call connects,
+    and again once a timeout or a loss drops it, so that the next call connects anew."""
+
+    def __init__(self, loop, endpoint: str):
+        self.loop = loop
+        self.endpoint = endpoint
+        self.link: _Link | None = None
+        self.closed = False
+
+    @property
+    def waiting(self) -> dict:
+        return self.link.waiting if self.link is not None else {}
+
+
+class _StreamChannel(_Channel):
     """A partition over the stream transport. Its connection is made by the first call
     and made again by the first call after a timeout or a loss; while a partition
     restarts, refused connections are retried within the calling call's timeout."""
 
     def __init__(self, loop, endpoint: str):
-        self.loop = loop
-        self.endpoint = endpoint
-        self.link: _StreamLink | None = None
+        super().__init__(loop, endpoint)
         self.links: set[_StreamLink] = set()  # every one not yet let go of by asyncio
-        self.closed = False
         self._opening: asyncio.Task | None = None
 
-    @property
-    def waiting(self) -> dict:
-        return self.link.waiting if self.link is not None else {}
+    def _timed_out(self, seconds: float) -> ServerTimeoutError:
+        return ServerTimeoutError(f"no connection to {self.endpoint} within {seconds:g} s")
 
     def _new_link(self) -> _StreamLink:
         link = _StreamLink(self)
@@ -290,7 +279,7 @@ class _StreamChannel:
             async with asyncio.timeout_at(deadline):
                 await asyncio.wait((opening,))
         except TimeoutError:
-            raise ServerTimeoutError(f"no connection to {self.endpoint} within {seconds:g} s") from None
+            raise self._timed_out(seconds) from None
         if self.closed:
             raise _closed_error()
         error = opening.exception()
@@ -321,7 +310,7 @@ class _StreamChannel:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX)
             except TimeoutError:
-                raise ServerTimeoutError(f"no connection to {self.endpoint} within {seconds:g} s") from None
+                raise self._timed_out(seconds) from None
             except OSError as exc:
                 raise UnavailableError(f"cannot connect to {self.endpoint}: {exc}") from None
         if not link.dropped:
@@ -333,11 +322,8 @@ class _StreamChannel:
         opening = self._opening
         if opening is not None:
             opening.cancel()
-        if self.link is not None:
-            self.link.drop(_closed_error)
-        for link in self.links:
-            if link.transport is not None:
-                link.transport.abort()
+        for link in list(self.links):  # the current one, and any still being made or let go of
+            link.drop(_closed_error)
         waits = [link.lost for link in self.links] + ([opening] if opening is not None else [])
         await asyncio.gather(*waits, return_exceptions=True)
 
@@ -391,20 +377,13 @@ class _ZmqLink(_Link):
         self.socket.close(0)
 
 
-class _ZmqChannel:
+class _ZmqChannel(_Channel):
     """The front over ZeroMQ. A timeout replaces its socket, at the next call."""
 
     def __init__(self, loop, context: zmq.asyncio.Context, endpoint: str):
-        self.loop = loop
+        super().__init__(loop, endpoint)
         self.context = context
-        self.endpoint = endpoint
-        self.link: _ZmqLink | None = None
-        self.readers: list[asyncio.Task] = []
-        self.closed = False
-
-    @property
-    def waiting(self) -> dict:
-        return self.link.waiting if self.link is not None else {}
+        self.readers: list[asyncio.Task] = []  # every link's, for close() to wait for
 
     async def connect(self, deadline: float, seconds: float) -> _ZmqLink:
         if self.closed:
@@ -449,7 +428,7 @@ class AsyncClient:
         self._channels.append(self._front)
         self.map = ServerMap.from_hello(await self._call(self._front, "hello", protocol.PROTOCOL_VERSION))
         self._checker = ArgumentChecker(self.map.max_key_size, self.map.max_value_size)
-        self._owner = self.map.slot_map.owners
+        self._partition_of = self.map.slot_map.partition_of
         self._partitions = [self._front] * self.map.partitions
         self.direct = self._wanted_direct and await self._connect_partitions()
 
@@ -503,15 +482,12 @@ class AsyncClient:
         request_id = next(self._ids)
         body = self._packer.pack((request_id, op, *args))
         seconds = timeout or self.timeout
-        link = channel.link
+        link, deadline = channel.link, None
         if link is None:  # the first call, or the first since a timeout or a loss
             deadline = self._loop.time() + seconds
             link = await channel.connect(deadline, seconds)
-            link.send(body)
-            future = link.expect(request_id, op, seconds, deadline)
-        else:
-            link.send(body)
-            future = link.expect(request_id, op, seconds)
+        link.send(body)
+        future = link.expect(request_id, op, seconds, deadline)
         try:
             return await future
         except asyncio.CancelledError:
@@ -529,10 +505,14 @@ class AsyncClient:
         return results
 
     def _channel_for(self, key: bytes):
-        return self._partitions[self._owner[zlib.crc32(key) & (protocol.SLOT_COUNT - 1)]]
+        return self._partitions[self._partition_of(key)]
+
+    def _to_each_partition(self, op: str, *args) -> list:
+        """The calls of `op` to every partition (whose index is their first argument)."""
+        return [self._call(channel, op, partition, *args) for partition, channel in enumerate(self._partitions)]
 
     async def _each_partition(self, op: str, *args) -> list:
-        return await self._gather([self._call(self._partitions[i], op, i, *args) for i in range(self.map.partitions)])
+        return await self._gather(self._to_each_partition(op, *args))
 
     # ------------------------------------------------------------------ single keys
 
@@ -638,8 +618,7 @@ class AsyncClient:
             await self._close_cursors(cursors)
 
     async def _open_cursors(self, start, end, reverse: bool, page: int) -> list:
-        calls = [self._call(self._partitions[p], "scan", p, start, end, reverse, page) for p in range(self.map.partitions)]
-        results = await asyncio.gather(*calls, return_exceptions=True)
+        results = await asyncio.gather(*self._to_each_partition("scan", start, end, reverse, page), return_exceptions=True)
         failures = [result for result in results if isinstance(result, BaseException)]
         if failures:
             # Partitions that did open a cursor must not keep its snapshot pinned.
@@ -678,7 +657,7 @@ class AsyncClient:
 
     async def switch_engine(self, name: str) -> None:
         """Switch every partition to engine `name` (each one's data is copied)."""
-        await self._call(self._front, "set_engine", name, timeout=SWITCH_TIMEOUT)
+        await self._call(self._front, "set_engine", name, timeout=protocol.SWITCH_TIMEOUT)
 
     async def ping(self) -> str:
         return await self._call(self._front, "ping")

@@ -14,6 +14,7 @@ in it, so a late reply can never be taken for the answer to a later request.
 
 from __future__ import annotations
 
+import collections
 import socket
 import struct
 import time
@@ -55,7 +56,7 @@ class ZmqChannel:
             raise ServerTimeoutError(f"no reply from {self.endpoint} within {timeout:g} s")
         return self.socket.recv()
 
-    def queue(self, body: bytes) -> None:
+    def queue(self, body: bytes, timeout: float) -> None:
         self._outbox.append(body)
 
     def write_some(self) -> bool:
@@ -96,7 +97,8 @@ class StreamChannel:
         self.endpoint = endpoint
         self.sock: socket.socket | None = None
         self._timeout: float | None = None
-        self._inbox = bytearray()
+        self._reader = stream.MessageReader()
+        self._replies: collections.deque[bytes] = collections.deque()  # cut, not yet taken
         self._outbox = bytearray()
 
     def connect(self, timeout: float) -> socket.socket:
@@ -146,11 +148,8 @@ class StreamChannel:
             raise UnavailableError(f"lost the connection to {self.endpoint}: {exc}") from None
 
     def receive(self, timeout: float) -> bytes:
-        inbox = self._inbox
-        while True:
-            body = self._cut(inbox)
-            if body is not None:
-                return body
+        replies = self._replies
+        while not replies:
             try:
                 data = self.sock.recv(_RECV_SIZE)
             except BlockingIOError:
@@ -159,23 +158,11 @@ class StreamChannel:
                 raise UnavailableError(f"lost the connection to {self.endpoint}: {exc}") from None
             if not data:
                 raise UnavailableError(f"{self.endpoint} closed the connection")
-            if not inbox and int.from_bytes(data[: stream.HEADER_SIZE], "big") == len(data) - stream.HEADER_SIZE:
-                return data[stream.HEADER_SIZE :]  # the usual case: exactly one reply
-            inbox += data
+            replies.extend(self._reader.feed(data))
+        return replies.popleft()
 
-    @staticmethod
-    def _cut(inbox: bytearray) -> bytes | None:
-        """The first whole message in `inbox`, removed from it; None if none is whole."""
-        if len(inbox) < stream.HEADER_SIZE:
-            return None
-        end = stream.HEADER_SIZE + int.from_bytes(inbox[: stream.HEADER_SIZE], "big")
-        if len(inbox) < end:
-            return None
-        body = bytes(inbox[stream.HEADER_SIZE : end])
-        del inbox[:end]
-        return body
-
-    def queue(self, body: bytes) -> None:
+    def queue(self, body: bytes, timeout: float) -> None:
+        self.connect(timeout)
         self._outbox += stream.frame(body)
 
     def write_some(self) -> bool:
@@ -191,7 +178,7 @@ class StreamChannel:
         return bool(outbox)
 
     def read_available(self) -> list[bytes]:
-        inbox = self._inbox
+        replies = self._replies
         while True:
             try:
                 data = self.sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
@@ -201,17 +188,17 @@ class StreamChannel:
                 raise UnavailableError(f"lost the connection to {self.endpoint}: {exc}") from None
             if not data:
                 raise UnavailableError(f"{self.endpoint} closed the connection")
-            inbox += data
+            replies.extend(self._reader.feed(data))
             if len(data) < _RECV_SIZE:
                 break
-        bodies = []
-        while (body := self._cut(inbox)) is not None:
-            bodies.append(body)
-        return bodies
+        taken = list(replies)
+        replies.clear()
+        return taken
 
     def reset(self) -> None:
         self.close()
-        self._inbox.clear()
+        self._reader = stream.MessageReader()
+        self._replies.clear()
         self._outbox.clear()
 
     def close(self) -> None:

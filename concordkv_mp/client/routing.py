@@ -18,9 +18,8 @@ from concordkv_mp.errors import ProtocolVersionError
 from concordkv_mp.ipc import protocol, stream
 from concordkv_mp.ipc.protocol import SlotMap
 
-# An engine switch copies a whole partition; the probe of partition endpoints at connect
-# decides between talking to partitions directly and going through the front.
-SWITCH_TIMEOUT = 3600.0
+# The probe of partition endpoints at connect decides between talking to partitions
+# directly and going through the front.
 PROBE_TIMEOUT = 1.0
 # A partition that is restarting refuses connections for a moment: the clients retry
 # within the call's timeout, waiting this long first and doubling up to the maximum.

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import time
-import zlib
 
 import msgpack
 import zmq
@@ -27,7 +26,6 @@ import zmq
 from concordkv_mp.arguments import ArgumentChecker
 from concordkv_mp.client.routing import (
     PROBE_TIMEOUT,
-    SWITCH_TIMEOUT,
     ServerMap,
     combine_stats,
     merge_scans,
@@ -60,7 +58,7 @@ class Client:
         except BaseException:
             self.close()
             raise
-        self._owner = self.map.slot_map.owners
+        self._partition_of = self.map.slot_map.partition_of
 
     def _connect_partitions(self, local: bool) -> bool:
         """Reach every partition over the stream transport: by its Unix socket when this
@@ -68,8 +66,8 @@ class Client:
         False, with everything left to the front, if some partition is unreachable."""
         channels = []
         for partition in range(self.map.partitions):
-            path = self.map.local_endpoint(partition) if local else None
-            channel = StreamChannel(path) if path else None
+            endpoint = self.map.local_endpoint(partition) if local else None
+            channel = StreamChannel(endpoint) if endpoint else None
             if channel is not None and not self._is_ours(channel):
                 channel = None
             channels.append(channel or StreamChannel(self.map.partition_endpoints[partition]))
@@ -83,15 +81,15 @@ class Client:
         return True
 
     def _is_ours(self, channel: StreamChannel) -> bool:
+        """Whether the partition behind `channel` belongs to this server; closes it if not."""
         try:
             hello = self._call(channel, "hello", protocol.PROTOCOL_VERSION, timeout=PROBE_TIMEOUT)
+            ours = hello.get("server_id") == self.map.server_id
         except ConcordKVError:
+            ours = False
+        if not ours:
             channel.close()
-            return False
-        if hello.get("server_id") != self.map.server_id:
-            channel.close()
-            return False
-        return True
+        return ours
 
     # ------------------------------------------------------------------ transport
 
@@ -120,18 +118,15 @@ class Client:
         seconds = timeout or self.timeout
         waiting: dict[int, int] = {}
         channels = {}
-        for position, (channel, request) in enumerate(calls):
-            request_id = next(self._ids)
-            if id(channel) not in channels:
+        try:
+            for position, (channel, request) in enumerate(calls):
+                request_id = next(self._ids)
                 channels[id(channel)] = channel
-                if isinstance(channel, StreamChannel):
-                    try:
-                        channel.connect(seconds)
-                    except (ServerTimeoutError, UnavailableError):
-                        self._reset(channels)
-                        raise
-            channel.queue(self._packer.pack((request_id, *request)))
-            waiting[request_id] = position
+                channel.queue(self._packer.pack((request_id, *request)), seconds)
+                waiting[request_id] = position
+        except (ServerTimeoutError, UnavailableError):
+            self._reset(channels)
+            raise
         results: list = [None] * len(calls)
         errors = []
         try:
@@ -180,7 +175,7 @@ class Client:
             channel.reset()
 
     def _channel_for(self, key: bytes):
-        return self._partitions[self._owner[zlib.crc32(key) & (protocol.SLOT_COUNT - 1)]]
+        return self._partitions[self._partition_of(key)]
 
     def _each_partition(self, op: str, *args) -> list:
         return self._call_many([(self._partitions[i], (op, i, *args)) for i in range(self.map.partitions)])
@@ -291,7 +286,7 @@ class Client:
 
     def switch_engine(self, name: str) -> None:
         """Switch every partition to engine `name` (each one's data is copied)."""
-        self._call(self._front, "set_engine", name, timeout=SWITCH_TIMEOUT)
+        self._call(self._front, "set_engine", name, timeout=protocol.SWITCH_TIMEOUT)
 
     def ping(self) -> str:
         return self._call(self._front, "ping")

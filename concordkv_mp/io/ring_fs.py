@@ -17,11 +17,9 @@ ring's bytes or of WAL records.
 
 from __future__ import annotations
 
-import os
 from typing import Callable
 
 from concordkv_mp.io.fs import FileSystem
-from concordkv_mp.io.oserrors import as_storage_error
 from concordkv_mp.io.wal_ring import RingWriter, WalRing
 
 
@@ -62,14 +60,14 @@ class RingFileSystem(FileSystem):
     producer."""
 
     def __init__(self, ring: WalRing, wake: Callable[[], None]):
+        self._ring = ring
         self._writer = RingWriter(ring, wake)
 
     def create_log(self, path: str, capacity: int) -> RingLogFile:
         """Create (or truncate) `path` and return a log whose appends go through the
         ring. `capacity` is ignored: pwrite needs no preallocation, and a full disk is an
         error of the optimizer's pwrite (reported by `sync()`), not a SIGBUS."""
-        with as_storage_error("create", path):
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644))
+        self.create(path).close()
         return RingLogFile(self._writer, self._writer.open_file(path), path)
 
     @property
@@ -79,12 +77,8 @@ class RingFileSystem(FileSystem):
         return self._writer.position
 
     @property
-    def written_pos(self) -> int:
-        return self._writer.written_pos
-
-    @property
     def durable_pos(self) -> int:
-        return self._writer.durable_pos
+        return self._ring.durable_pos
 
     def request_durable(self, pos: int) -> None:
         """Ask for durability up to `pos` without waiting (the partition's actor loop

@@ -108,8 +108,14 @@ _SPIN_SECONDS = 0.001
 _MAX_SLEEP = 0.001
 
 
-def _align8(n: int) -> int:
-    return (n + 7) & ~7
+def _record_size(payload_length: int) -> int:
+    """Bytes a record with this payload takes in the ring (inlined on the hot paths)."""
+    return (_HEADER_PLUS_7 + payload_length) & -8
+
+
+def _header_word(index: int) -> property:
+    """A read-only property for header word `index` (as fast as a hand-written one)."""
+    return property(lambda ring: ring.fields[index])
 
 
 class WalRing:
@@ -200,39 +206,16 @@ class WalRing:
         the ring is closed or the process dies): two consumers would race on read_pos."""
         fcntl.flock(self._fd, fcntl.LOCK_EX)
 
-    # Positions and counters, for STATUS and tests (any process may read them).
-
-    @property
-    def write_pos(self) -> int:
-        return self.fields[WRITE_POS]
-
-    @property
-    def read_pos(self) -> int:
-        return self.fields[READ_POS]
-
-    @property
-    def durable_pos(self) -> int:
-        return self.fields[DURABLE_POS]
-
-    @property
-    def error_errno(self) -> int:
-        return self.fields[ERROR_ERRNO]
-
-    @property
-    def bytes_written(self) -> int:
-        return self.fields[BYTES_WRITTEN]
-
-    @property
-    def fsyncs(self) -> int:
-        return self.fields[FSYNCS]
-
-    @property
-    def write_batches(self) -> int:
-        return self.fields[WRITE_BATCHES]
-
-    @property
-    def records_consumed(self) -> int:
-        return self.fields[RECORDS]
+    # Positions and counters, for STATUS and tests (any process may read them; the
+    # front reads the counters by name).
+    write_pos = _header_word(WRITE_POS)
+    read_pos = _header_word(READ_POS)
+    durable_pos = _header_word(DURABLE_POS)
+    error_errno = _header_word(ERROR_ERRNO)
+    bytes_written = _header_word(BYTES_WRITTEN)
+    fsyncs = _header_word(FSYNCS)
+    write_batches = _header_word(WRITE_BATCHES)
+    records_consumed = _header_word(RECORDS)
 
     # ------------------------------------------------------------ file table
 
@@ -274,19 +257,20 @@ class WalRing:
         Raises CorruptionError on bytes that are not a record (a bug: the ring is memory
         written by one producer, so there are no torn records to tolerate)."""
         capacity, data, unpack = self.capacity, self.data, RECORD_HEADER.unpack_from
+        mask = capacity - 1
         pos = start
         while pos < end:
-            rel = pos & (capacity - 1)
+            rel = pos & mask
             if capacity - rel < RECORD_HEADER_SIZE:
                 pos += capacity - rel
                 continue
             kind, zero, length, file_id, offset = unpack(data, rel)
-            size = _align8(RECORD_HEADER_SIZE + length)
+            size = (_HEADER_PLUS_7 + length) & -8  # _record_size(length)
             if not OPEN <= kind <= PAD or zero or rel + size > capacity or pos + size > end:
                 raise CorruptionError(self.path, f"bad ring record at position {pos} (kind {kind}, length {length})")
             if kind != PAD:
-                payload = data[rel + RECORD_HEADER_SIZE : rel + RECORD_HEADER_SIZE + length]
-                yield pos, pos + size, kind, file_id, offset, payload
+                body = rel + RECORD_HEADER_SIZE
+                yield pos, pos + size, kind, file_id, offset, data[body : body + length]
             pos += size
 
 
@@ -323,9 +307,9 @@ class RingWriter:
         self._pos = self._fields[WRITE_POS]
         self.start_pos = self._pos
         self._fields[PRODUCER_START_POS] = self._pos
-        # Appends ending at or before `_limit` take the fast path: it is the lower of
-        # `_read_limit` (set by _refresh from read_pos, below) and the end of the
-        # current lap of the ring (a record never wraps).
+        # Appends ending at or before `_limit` take the fast path: `_emit` sets it to
+        # the lower of `_read_limit` (set by _refresh from read_pos, below) and the end
+        # of the current lap of the ring (a record never wraps).
         self._read_limit = 0
         self._limit = 0
         self._kicked_at = -1
@@ -345,14 +329,6 @@ class RingWriter:
     def position(self) -> int:
         """write_pos: the position just after the last record emitted."""
         return self._pos
-
-    @property
-    def written_pos(self) -> int:
-        return self._fields[READ_POS]
-
-    @property
-    def durable_pos(self) -> int:
-        return self._fields[DURABLE_POS]
 
     # ------------------------------------------------------------ records
 
@@ -400,7 +376,8 @@ class RingWriter:
         self._paths.pop(file_id, None)
 
     def _emit(self, kind: int, file_id: int, offset: int, payload) -> None:
-        size = _align8(RECORD_HEADER_SIZE + len(payload))
+        length = len(payload)
+        size = _record_size(length)
         pos = self._pos
         rel = pos & self._mask
         tail = self._capacity - rel
@@ -411,14 +388,18 @@ class RingWriter:
                 self._pack_header(self._data, rel, PAD, 0, pad - RECORD_HEADER_SIZE, 0, 0)
             pos += pad
             rel = 0
-        self._pack_header(self._data, rel, kind, 0, len(payload), file_id, offset)
-        self._data[rel + RECORD_HEADER_SIZE : rel + RECORD_HEADER_SIZE + len(payload)] = payload
-        self._pos = pos + size
-        self._fields[WRITE_POS] = pos + size  # the PAD, if any, is published with it
-        self._set_limit()
+        self._pack_header(self._data, rel, kind, 0, length, file_id, offset)
+        self._data[rel + RECORD_HEADER_SIZE : rel + RECORD_HEADER_SIZE + length] = payload
+        pos += size
+        self._pos = pos
+        self._fields[WRITE_POS] = pos  # the PAD, if any, is published with it
+        # The fast path's limit moves only here: the pos (and with it the end of the lap)
+        # has moved, and _read_limit may have grown while waiting for space.
+        self._limit = min(self._read_limit, (pos & ~self._mask) + self._capacity)
 
     def _refresh(self, end: int) -> int:
-        """Re-read read_pos and set the fast-path limit; returns the hard limit.
+        """Re-read read_pos and set `_read_limit` (`_emit` then derives the fast-path
+        limit from it); returns the hard limit.
 
         Below half full appends run without reading shared memory; past half full the
         consumer is kicked once per progress it makes (under fsync="everysec"/"none"
@@ -432,11 +413,7 @@ class RingWriter:
             if read != self._kicked_at:
                 self._kicked_at = read
                 self._wake()
-        self._set_limit()
         return read + self._capacity
-
-    def _set_limit(self) -> None:
-        self._limit = min(self._read_limit, (self._pos & ~self._mask) + self._capacity)
 
     def _wait_for_space(self, end: int) -> None:
         if end <= self._read_limit or end <= self._refresh(end):

@@ -24,6 +24,7 @@ from concordkv_mp.errors import (
     BadRequestError,
     BatchTooLargeError,
     ConcordKVError,
+    ProtocolVersionError,
     UnknownOperationError,
 )
 
@@ -32,12 +33,21 @@ PROTOCOL_VERSION = 2
 # Where the front listens unless configured otherwise (SPEC.md), and clients connect.
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:7379"
 SLOT_COUNT = 16384
+# How long an engine switch may take: it copies a whole partition. The front waits this
+# long for its partitions, and the clients for the front.
+SWITCH_TIMEOUT = 3600.0
 OK = 0
 ERROR = 1
 
 # How a request is routed. KEY: by the slot of args[0]. PART: args[0] is a partition
 # index. FRONT: answered by the front itself. ANY: answered by whoever receives it.
 KEY, PART, FRONT, ANY = "key", "part", "front", "any"
+
+
+def check_version(version) -> None:
+    """Raise ProtocolVersionError unless a client's HELLO names our version."""
+    if version != PROTOCOL_VERSION:
+        raise ProtocolVersionError(f"server speaks protocol {PROTOCOL_VERSION}, client {version}")
 
 
 def slot_of(key: bytes) -> int:

@@ -29,6 +29,48 @@ def frame(body: bytes) -> bytes:
     return len(body).to_bytes(HEADER_SIZE, "big") + body
 
 
+class MessageReader:
+    """Cuts whole messages out of a byte stream that arrives in pieces of any size.
+
+    A message still arriving is kept whole in one buffer and not re-scanned (or copied)
+    until enough bytes are in. With `max_size`, a length over it stops the cutting:
+    `oversized` turns true and the bytes after it are never buffered."""
+
+    __slots__ = ("max_size", "oversized", "_pending", "_needed")
+
+    def __init__(self, max_size: int | None = None):
+        self.max_size = max_size
+        self.oversized = False
+        self._pending = bytearray()
+        self._needed = 0  # bytes `_pending` must hold before its first message is whole
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The messages that `data` completes, in order."""
+        pending = self._pending
+        if pending:
+            pending += data
+            if len(pending) < self._needed:
+                return []
+            data = bytes(pending)
+            pending.clear()
+        bodies = []
+        limit, size, position = self.max_size, len(data), 0
+        while size - position >= HEADER_SIZE:
+            length = int.from_bytes(data[position : position + HEADER_SIZE], "big")
+            if limit is not None and length > limit:
+                self.oversized = True
+                return bodies
+            end = position + HEADER_SIZE + length
+            if end > size:
+                break
+            bodies.append(data[position + HEADER_SIZE : end])
+            position = end
+        if position < size:
+            pending += data[position:] if position else data
+            self._needed = HEADER_SIZE + int.from_bytes(pending[:HEADER_SIZE], "big") if len(pending) >= HEADER_SIZE else 0
+        return bodies
+
+
 def address_of(endpoint: str) -> tuple[int, object]:
     """(address family, address) of `tcp://host:port` or `ipc:///path/to/socket`."""
     if endpoint.startswith("tcp://"):

@@ -34,18 +34,17 @@ _GREETING_SECONDS = 2.0
 class StreamConnection:
     """One client connection: its socket, unparsed input and queued replies."""
 
-    __slots__ = ("sock", "fd", "inbox", "outbox", "waiting_bytes", "greeted", "opened", "closed", "events")
+    __slots__ = ("sock", "fd", "greeting", "reader", "outbox", "opened", "closed", "events")
 
-    def __init__(self, sock, opened: float):
+    def __init__(self, sock, opened: float, max_message_size: int):
         self.sock = sock
         self.fd = sock.fileno()
-        self.inbox = bytearray()
+        self.greeting: bytearray | None = bytearray()  # None once the preamble checked out
+        self.reader = stream.MessageReader(max_message_size)
         self.outbox: list[bytes] = []
-        self.waiting_bytes = 0  # queued in outbox, not yet accepted by the kernel
-        self.greeted = False
         self.opened = opened
         self.closed = False
-        self.events = zmq.POLLIN
+        self.events = zmq.POLLIN  # as registered in the poller
 
 
 class StreamServer:
@@ -86,9 +85,7 @@ class StreamServer:
             return
         if not conn.outbox:
             self._dirty.append(conn)
-        message = stream.frame(reply)
-        conn.outbox.append(message)
-        conn.waiting_bytes += len(message)
+        conn.outbox.append(stream.frame(reply))
 
     def flush(self) -> None:
         """Hand every queued reply to the kernel, as far as it takes them now."""
@@ -98,7 +95,7 @@ class StreamServer:
                 self._write(conn)
 
     def expire_greetings(self, now: float) -> None:
-        late = [c for c in self.connections.values() if not c.greeted and now - c.opened > _GREETING_SECONDS]
+        late = [c for c in self.connections.values() if c.greeting is not None and now - c.opened > _GREETING_SECONDS]
         for conn in late:
             self._drop(conn)
 
@@ -132,7 +129,7 @@ class StreamServer:
             sock.setblocking(False)
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = StreamConnection(sock, time.monotonic())
+            conn = StreamConnection(sock, time.monotonic(), self.max_message_size)
             self.connections[conn.fd] = conn
             self.poller.register(conn.fd, zmq.POLLIN)
 
@@ -147,50 +144,32 @@ class StreamServer:
         if not data:
             self._drop(conn)
             return
-        inbox = conn.inbox
-        if inbox or not conn.greeted:
-            inbox += data
-            if not conn.greeted and not self._greet(conn):
+        if conn.greeting is not None:
+            data = self._greet(conn, data)
+            if not data:
                 return
-            if len(inbox) >= stream.HEADER_SIZE:
-                length = int.from_bytes(inbox[: stream.HEADER_SIZE], "big")
-                if stream.HEADER_SIZE + length > len(inbox) and length <= self.max_message_size:
-                    return  # the first message is still arriving: do not copy it again
-            data = bytes(inbox)
-            inbox.clear()
-        # Cut whole messages out of `data`; keep a partial one for the next read.
-        limit, size, position = self.max_message_size, len(data), 0
-        while size - position >= stream.HEADER_SIZE:
-            length = int.from_bytes(data[position : position + stream.HEADER_SIZE], "big")
-            if length > limit:
-                self._drop(conn)  # as ZeroMQ's MAXMSGSIZE: nothing of it is buffered
-                return
-            end = position + stream.HEADER_SIZE + length
-            if end > size:
-                break
-            requests.append((conn, data[position + stream.HEADER_SIZE : end]))
-            position = end
-        if position < size:
-            inbox += data[position:] if position else data
+        reader = conn.reader
+        requests.extend((conn, body) for body in reader.feed(data))
+        if reader.oversized:
+            self._drop(conn)  # as ZeroMQ's MAXMSGSIZE: nothing of it is buffered
 
-    def _greet(self, conn: StreamConnection) -> bool:
-        """Check the preamble once its bytes are in; False while waiting or if dropped."""
-        inbox = conn.inbox
-        if len(inbox) < len(stream.PREAMBLE):
-            if not stream.MAGIC.startswith(bytes(inbox[:4])):
-                self._refuse(conn, BadFrameError("not a ConcordKV-MP stream connection"))
-            return False
-        greeting = bytes(inbox[: len(stream.PREAMBLE)])
-        if greeting[:4] != stream.MAGIC:
+    def _greet(self, conn: StreamConnection, data: bytes) -> bytes | None:
+        """Check the preamble once its bytes are in; what follows it, or None while
+        waiting for it or if the connection was refused."""
+        greeting = conn.greeting
+        greeting += data
+        size = len(stream.PREAMBLE)
+        if not stream.MAGIC.startswith(bytes(greeting[:4])):
             self._refuse(conn, BadFrameError("not a ConcordKV-MP stream connection"))
-            return False
-        if greeting != stream.PREAMBLE:
-            version = int.from_bytes(greeting[4:], "big")
+            return None
+        if len(greeting) < size:
+            return None
+        if greeting[:size] != stream.PREAMBLE:
+            version = int.from_bytes(greeting[4:size], "big")
             self._refuse(conn, ProtocolVersionError(f"server speaks protocol {protocol.PROTOCOL_VERSION}, client {version}"))
-            return False
-        del inbox[: len(stream.PREAMBLE)]
-        conn.greeted = True
-        return True
+            return None
+        conn.greeting = None
+        return bytes(greeting[size:])
 
     def _refuse(self, conn: StreamConnection, error) -> None:
         """Tell a peer why (one error reply, best effort), then drop it."""
@@ -209,14 +188,10 @@ class StreamServer:
         except OSError:
             self._drop(conn)
             return
-        if sent == len(data):
-            conn.outbox.clear()
-            conn.waiting_bytes = 0
-        else:
-            conn.outbox[:] = [data[sent:]]
-            conn.waiting_bytes = len(data) - sent
-        wanted = zmq.POLLOUT if conn.waiting_bytes else 0
-        if conn.waiting_bytes <= _OUT_LIMIT:
+        left = len(data) - sent
+        conn.outbox[:] = [data[sent:]] if left else []
+        wanted = zmq.POLLOUT if left else 0
+        if left <= _OUT_LIMIT:
             wanted |= zmq.POLLIN
         if wanted != conn.events:
             conn.events = wanted

@@ -72,6 +72,7 @@ class PoolWorkerClient(WorkerJobs):
         self._worker = next(self._next_start) % len(endpoints)
         self._context = None
         self._socket = None
+        self._socket_index = None  # the worker `_socket` is connected to
         self.restarts = 0  # jobs sent again because their worker died
         self.pid = None  # of the worker that ran the last job
 

@@ -29,7 +29,6 @@ from concordkv_mp.errors import (
     ConcordKVError,
     ConfigError,
     InternalError,
-    ProtocolVersionError,
     ServerTimeoutError,
     UnavailableError,
     error_from_code,
@@ -44,7 +43,6 @@ from concordkv_mp.workers.process_table import read_table
 
 _INTERNAL = b""  # the routing frame of the front's own requests
 _STATUS_TIMEOUT = 5.0
-_SWITCH_TIMEOUT = 3600.0  # a switch copies a whole partition
 # Requests queued for one partition while it is down (restarting); past it, callers get
 # UNAVAILABLE at once instead of waiting for their timeout.
 _PARTITION_HWM = 10_000
@@ -209,15 +207,14 @@ class Front:
     def _answer(self, op: str, args):
         if op == "ping":
             return "pong"
-        if args[0] != protocol.PROTOCOL_VERSION:
-            raise ProtocolVersionError(f"server speaks protocol {protocol.PROTOCOL_VERSION}, client {args[0]}")
+        protocol.check_version(args[0])
         return self._hello
 
     def _start_fanout(self, envelope, request_id, op, args) -> None:
         if op == "set_engine":
             if args[0] not in ENGINES:
                 raise ConfigError("engine", f"{args[0]!r} is not one of {', '.join(ENGINES)}")
-            make, timeout = (lambda i: ("switch_engine", i, args[0])), _SWITCH_TIMEOUT
+            make, timeout = (lambda i: ("switch_engine", i, args[0])), protocol.SWITCH_TIMEOUT
         elif op == "engine":
             make, timeout = (lambda i: ("hello", protocol.PROTOCOL_VERSION)), _STATUS_TIMEOUT
         else:  # status

@@ -195,7 +195,7 @@ class IoOptimizer:
                 continue
             f = state.ring.fields
             before[state.index] = state.published()
-            self._forget_dead_producer_error(f, f[READ_POS])
+            self._forget_dead_producer_error(f, f[READ_POS], f[PRODUCER_START_POS])
             # sync_request_pos before write_pos: a request is never past the bytes read.
             request = f[SYNC_REQUEST_POS]
             end = f[WRITE_POS]
@@ -222,10 +222,8 @@ class IoOptimizer:
             for pos, record_end, kind, file_id, offset, payload in ring.records(f[READ_POS], end):
                 records += 1
                 if kind == DATA:
-                    if f[ERROR_ERRNO]:
-                        self._forget_dead_producer_error(f, pos, start_pos)
-                        if f[ERROR_ERRNO]:
-                            continue  # fail-stop: see the module docstring
+                    if f[ERROR_ERRNO] and self._forget_dead_producer_error(f, pos, start_pos):
+                        continue  # fail-stop: see the module docstring
                     if not payload:
                         continue
                     run = runs.get(file_id)
@@ -233,8 +231,7 @@ class IoOptimizer:
                         if run is not None:
                             written += self._write(state, run)
                         fd = state.fds[file_id] if file_id in state.fds else self._open(state, file_id, None, record_end)
-                        if fd is None:
-                            runs.pop(file_id, None)
+                        if fd is None:  # removed, or failed to open (then the ring has failed)
                             continue
                         run = runs[file_id] = _Run(file_id, fd, offset)
                     run.buffers.append(payload)
@@ -263,14 +260,15 @@ class IoOptimizer:
             f[WRITE_BATCHES] += 1
 
     @staticmethod
-    def _forget_dead_producer_error(fields, pos: int, start_pos: int | None = None) -> None:
-        # An error whose failed bytes all precede the current producer's start belongs
-        # to a dead producer; it is forgotten once consumption reaches the new one's
-        # records (the dead one's later DATA stays dropped until then).
-        if start_pos is None:
-            start_pos = fields[PRODUCER_START_POS]
+    def _forget_dead_producer_error(fields, pos: int, start_pos: int) -> int:
+        """Returns the error that still stands at `pos` (0: none).
+
+        An error whose failed bytes all precede the current producer's start belongs
+        to a dead producer; it is forgotten once consumption reaches the new one's
+        records (the dead one's later DATA stays dropped until then)."""
         if fields[ERROR_ERRNO] and fields[ERROR_POS] <= start_pos <= pos:
             fields[ERROR_ERRNO] = 0
+        return fields[ERROR_ERRNO]
 
     def _open(self, state: _RingState, file_id: int, path: str | None, error_pos: int) -> int | None:
         """Open a file for pwrite (path from the file table if None: a restart after its

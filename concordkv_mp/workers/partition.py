@@ -33,7 +33,6 @@ from concordkv_mp.errors import (
     ConcordKVError,
     CursorNotFoundError,
     InternalError,
-    ProtocolVersionError,
     StorageIOError,
     WrongPartitionError,
 )
@@ -103,8 +102,11 @@ class PartitionCore:
 
     def _own(self, key: bytes) -> bytes:
         if self.slot_map.partition_of(key) != self.index:
-            raise WrongPartitionError(f"slot {protocol.slot_of(key)} is not owned by partition {self.index}")
+            raise self._not_ours(key)
         return key
+
+    def _not_ours(self, key: bytes) -> WrongPartitionError:
+        return WrongPartitionError(f"slot {protocol.slot_of(key)} is not owned by partition {self.index}")
 
     def _get(self, key):
         return self.db.get(self._own(key))
@@ -135,7 +137,7 @@ class PartitionCore:
             key = strays[0]
             if type(key) is not bytes:
                 raise BadRequestError(f"keys must be bytes, not {type(key).__name__}")
-            raise WrongPartitionError(f"slot {protocol.slot_of(key)} is not owned by partition {index}")
+            raise self._not_ours(key)
 
     def _mget(self, part, keys):
         self._check_part(part)
@@ -210,8 +212,7 @@ class PartitionCore:
     # -------------------------------------------------------------- the rest
 
     def _hello(self, version):
-        if version != protocol.PROTOCOL_VERSION:
-            raise ProtocolVersionError(f"server speaks protocol {protocol.PROTOCOL_VERSION}, client {version}")
+        protocol.check_version(version)
         return {
             "protocol": protocol.PROTOCOL_VERSION,
             "role": "partition",
@@ -357,7 +358,7 @@ def _serve(core: PartitionCore, router, notify, streams: StreamServer, fs: RingF
     while True:
         if stop() and not held:
             return
-        wrote = []
+        requests = []  # (envelope, request bytes) of this turn, from either transport
         for item, events in poller.poll(5 if held else _KICK_INTERVAL_MS if unkicked else 200):
             if item is router:
                 for _ in range(_BURST):
@@ -365,14 +366,7 @@ def _serve(core: PartitionCore, router, notify, streams: StreamServer, fs: RingF
                         frames = router.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    op, request_id, reply = answer(frames.pop())
-                    if op in WRITE_OPS:
-                        unkicked = True
-                        if hold_writes:
-                            wrote.append((frames, reply, request_id))
-                            continue
-                    frames.append(reply)
-                    send_or_drop(router, frames)
+                    requests.append((frames, frames.pop()))
             elif item is notify:
                 while True:
                     try:
@@ -380,16 +374,16 @@ def _serve(core: PartitionCore, router, notify, streams: StreamServer, fs: RingF
                     except zmq.Again:
                         break
             else:
-                requests = []
                 streams.on_event(item, events, requests)
-                for conn, body in requests:
-                    op, request_id, reply = answer(body)
-                    if op in WRITE_OPS:
-                        unkicked = True
-                        if hold_writes:
-                            wrote.append((conn, reply, request_id))
-                            continue
-                    streams.send(conn, reply)
+        wrote = []
+        for envelope, body in requests:
+            op, request_id, reply = answer(body)
+            if op in WRITE_OPS:
+                unkicked = True
+                if hold_writes:
+                    wrote.append((envelope, reply, request_id))
+                    continue
+            deliver(envelope, reply)
         if wrote:
             position = fs.position
             fs.request_durable(position)  # kicks the optimizer

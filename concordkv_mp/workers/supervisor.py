@@ -417,7 +417,7 @@ def _answers(endpoint: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with connect(endpoint, timeout=1.0) as client:
+            with connect(endpoint, timeout=1.0, direct=False) as client:  # the front answers pings
                 client.ping()
             return True
         except ConcordKVError:

@@ -372,13 +372,27 @@ def test_a_write_failure_stops_its_ring_only_until_a_new_producer(setup, tmp_pat
     assert _read(again.path) == b"ok"
 
 
-def test_sigterm_syncs_what_was_written_and_exits_0(setup, tmp_path):
+def _one_drained_log(setup, tmp_path, fsync: str):
+    """One ring served under `fsync`, its producer, and a log whose 1,000 bytes the
+    optimizer has written."""
     setup.make_rings(1, 1 << 16)
-    setup.start("none")
+    setup.start(fsync)
     fs, ring = setup.producer(0)
     log = fs.create_log(str(tmp_path / "a.wal"), 0)
     log.append(b"x" * 1000)
     fs.wait_drained(10)
+    return fs, ring, log
+
+
+def _wait_until_durable(fs, ring, interval: float) -> None:
+    deadline = time.monotonic() + 3
+    while ring.durable_pos < fs.position:
+        assert time.monotonic() < deadline
+        time.sleep(interval)
+
+
+def test_sigterm_syncs_what_was_written_and_exits_0(setup, tmp_path):
+    fs, ring, log = _one_drained_log(setup, tmp_path, "none")
     time.sleep(0.3)
     assert ring.read_pos == fs.position and ring.durable_pos < fs.position  # "none": no sync unasked
     setup.process.send_signal(signal.SIGTERM)
@@ -388,16 +402,8 @@ def test_sigterm_syncs_what_was_written_and_exits_0(setup, tmp_path):
 
 
 def test_everysec_syncs_within_a_second_and_none_only_on_request(setup, tmp_path):
-    setup.make_rings(1, 1 << 16)
-    setup.start("everysec")
-    fs, ring = setup.producer(0)
-    log = fs.create_log(str(tmp_path / "a.wal"), 0)
-    log.append(b"x" * 1000)
-    fs.wait_drained(10)
-    deadline = time.monotonic() + 3
-    while ring.durable_pos < fs.position:  # no request: the policy's timer syncs
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    fs, ring, log = _one_drained_log(setup, tmp_path, "everysec")
+    _wait_until_durable(fs, ring, 0.05)  # no request: the policy's timer syncs
 
     setup.kill()
     setup.start("none")
@@ -406,7 +412,4 @@ def test_everysec_syncs_within_a_second_and_none_only_on_request(setup, tmp_path
     time.sleep(1.2)
     assert ring.durable_pos < fs.position
     fs.request_durable(fs.position)
-    deadline = time.monotonic() + 3
-    while ring.durable_pos < fs.position:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    _wait_until_durable(fs, ring, 0.01)

@@ -72,10 +72,6 @@ def ring(tmp_path):
     ring.close()
 
 
-def _payload(rng: random.Random, size: int) -> bytes:
-    return rng.randbytes(size)
-
-
 # Small records, and ones from a quarter of the ring (where splitting starts) to three rings.
 _SIZES = st.one_of(st.integers(0, 300), st.integers(MIN_CAPACITY // 4 - 40, 3 * MIN_CAPACITY))
 _APPEND = st.tuples(st.just("append"), st.integers(0, 3), _SIZES)
@@ -124,7 +120,7 @@ def test_ring_delivers_exactly_what_was_appended(ops, seed, start):
                     expected[path] = bytearray()
                 if op[0] == "append":
                     file_id, path = open_files[op[1] % len(open_files)]
-                    data = _payload(rng, op[2])
+                    data = rng.randbytes(op[2])
                     writer.append(file_id, len(expected[path]), data)
                     expected[path] += data
                 elif op[0] == "close" and open_files:

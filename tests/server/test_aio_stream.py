@@ -58,8 +58,12 @@ def endpoints_used(client) -> list[str]:
     return [channel.endpoint for channel in client._partitions]
 
 
+def socket_of(channel) -> socket.socket:
+    return channel.link.transport.get_extra_info("socket")
+
+
 def family_of(channel) -> int:
-    return channel.link.transport.get_extra_info("socket").family
+    return socket_of(channel).family
 
 
 @contextlib.contextmanager
@@ -111,7 +115,7 @@ def test_without_the_unix_socket_files_the_public_tcp_endpoints_are_used(shared)
                 assert endpoints_used(c) == list(c.map.partition_endpoints)
                 assert all(endpoint.startswith("tcp://") for endpoint in endpoints_used(c))
                 for channel in c._partitions:
-                    sock = channel.link.transport.get_extra_info("socket")
+                    sock = socket_of(channel)
                     assert sock.family == socket.AF_INET
                     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
                 key = key_of_partition(1, prefix=b"tcp")
