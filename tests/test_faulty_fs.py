@@ -110,6 +110,23 @@ def test_rename_without_sync_dir_is_undone(tmp_path):
     assert not os.path.exists(dst + ".tmp")  # its creation was never made durable
 
 
+def test_a_removed_tree_stays_removed_after_a_crash(tmp_path):
+    # A failed engine switch removes its new directory with a rename still pending in it.
+    fs = FaultInjectionFS()
+    directory = tmp_path / "new-engine"
+    fs.make_dirs(str(directory))
+    dst = str(directory / "MANIFEST")
+    _write(fs, dst, b"old", sync=True)
+    fs.sync_dir(str(directory))
+    _write(fs, dst + ".tmp", b"new", sync=True)
+    fs.rename(dst + ".tmp", dst)
+    _write(fs, str(tmp_path / "kept"), b"k", sync=True)
+    fs.sync_dir(str(tmp_path))
+    fs.remove_tree(str(directory))
+    fs.crash()
+    assert os.listdir(tmp_path) == ["kept"]
+
+
 def test_rename_of_durable_file_is_moved_back(tmp_path):
     fs = FaultInjectionFS()
     src, dst = str(tmp_path / "src"), str(tmp_path / "dst")

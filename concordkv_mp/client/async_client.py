@@ -41,6 +41,7 @@ from concordkv_mp.client.routing import (
     RECONNECT_FIRST,
     RECONNECT_MAX,
     ServerMap,
+    checked_timeout,
     combine_stats,
     scatter,
 )
@@ -405,15 +406,15 @@ class AsyncClient:
     def __init__(
         self, endpoint: str = DEFAULT_ENDPOINT, *, timeout: float = 5.0, direct: bool = True, local: bool = True
     ):
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ValueError("timeout must be a positive number of seconds")
+        self.timeout = checked_timeout(timeout)
         self.endpoint = endpoint
-        self.timeout = float(timeout)
         self.direct = False
         self.map: ServerMap | None = None
         self._wanted_direct = direct
         self._wanted_local = local
-        self._context = zmq.asyncio.Context()
+        # The process's one asyncio context, as in the sync client: never finalized by
+        # the garbage collector before its sockets, so a leaked client cannot hang it.
+        self._context = zmq.asyncio.Context.instance()
         self._ids = itertools.count(1)
         self._packer = msgpack.Packer(use_bin_type=True)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -669,7 +670,6 @@ class AsyncClient:
         self._closed = True
         channels, self._channels = self._channels, []
         await asyncio.gather(*(channel.close() for channel in channels), return_exceptions=True)
-        self._context.term()
 
     async def __aenter__(self) -> "AsyncClient":
         return self

@@ -22,7 +22,7 @@ import time
 import zmq
 
 from concordkv_mp.client.routing import RECONNECT_FIRST, RECONNECT_MAX
-from concordkv_mp.errors import ServerTimeoutError, UnavailableError
+from concordkv_mp.errors import ClosedError, ServerTimeoutError, UnavailableError
 from concordkv_mp.ipc import stream
 
 _RECV_SIZE = 1 << 18
@@ -205,3 +205,24 @@ class StreamChannel:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+
+
+class _ClosedChannel:
+    """Every channel of a closed client: any request raises ClosedError (and nothing,
+    not even a scan's clean-up, reconnects)."""
+
+    endpoint = "(closed)"
+
+    def send(self, body: bytes, timeout: float) -> None:
+        raise ClosedError("the client was closed")
+
+    queue = send
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+CLOSED = _ClosedChannel()

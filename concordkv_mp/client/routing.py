@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from operator import itemgetter
 
-from concordkv_mp.errors import ProtocolVersionError
+from concordkv_mp.errors import InvalidArgumentError, ProtocolVersionError
 from concordkv_mp.ipc import protocol, stream
 from concordkv_mp.ipc.protocol import SlotMap
 
@@ -27,6 +27,13 @@ RECONNECT_FIRST, RECONNECT_MAX = 0.005, 0.1
 # msgpack bytes around a pair (array and two bin headers) and around an mset request.
 _PAIR_OVERHEAD = 16
 _MESSAGE_OVERHEAD = 256
+
+
+def checked_timeout(timeout) -> float:
+    """A client's call timeout, in seconds, or InvalidArgumentError."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise InvalidArgumentError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    return float(timeout)
 
 
 @dataclass(frozen=True)

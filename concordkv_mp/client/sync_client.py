@@ -12,7 +12,8 @@ messages.
 Every call has a timeout (`ServerTimeoutError`, also a `TimeoutError`); a lost
 connection raises `UnavailableError`. After either, the connection is dropped with
 whatever was queued in it, and the next call connects again: a client keeps working
-across a server or partition restart. A `Client` is not thread-safe: use one per thread.
+across a server or partition restart. After `close()` every call raises ClosedError.
+A `Client` is not thread-safe: use one per thread.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from concordkv_mp.arguments import ArgumentChecker
 from concordkv_mp.client.routing import (
     PROBE_TIMEOUT,
     ServerMap,
+    checked_timeout,
     combine_stats,
     merge_scans,
     scatter,
 )
-from concordkv_mp.client.channels import StreamChannel, ZmqChannel
-from concordkv_mp.errors import ConcordKVError, ServerTimeoutError, UnavailableError, error_from_code
+from concordkv_mp.client.channels import CLOSED, StreamChannel, ZmqChannel
+from concordkv_mp.errors import ClosedError, ConcordKVError, ServerTimeoutError, UnavailableError, error_from_code
 from concordkv_mp.ipc import protocol
 from concordkv_mp.ipc.protocol import DEFAULT_ENDPOINT
 
@@ -42,11 +44,12 @@ class Client:
     def __init__(
         self, endpoint: str = DEFAULT_ENDPOINT, *, timeout: float = 5.0, direct: bool = True, local: bool = True
     ):
-        if not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ValueError("timeout must be a positive number of seconds")
+        self.timeout = checked_timeout(timeout)
         self.endpoint = endpoint
-        self.timeout = float(timeout)
-        self._context = zmq.Context()
+        # The process's one context, never garbage-collected: a per-client context that
+        # the collector finalized before its sockets (a client leaked in a reference
+        # cycle) would block forever in term().
+        self._context = zmq.Context.instance()
         self._ids = itertools.count(1)
         self._packer = msgpack.Packer(use_bin_type=True)
         self._front = ZmqChannel(self._context, endpoint)
@@ -247,19 +250,18 @@ class Client:
         return merged if limit is None else _take(merged, limit, streams)
 
     def _scan_stream(self, partition: int, cursor, items, page: int):
-        channel = self._partitions[partition]
         try:
             while True:
                 for key, value in items:
                     yield key, value
                 if cursor is None:
                     return
-                cursor, items = self._call(channel, "scan_next", partition, cursor, page)
+                cursor, items = self._call(self._partitions[partition], "scan_next", partition, cursor, page)
         finally:
             if cursor is not None:  # abandoned early: free the server's snapshot now
                 try:
-                    self._call(channel, "scan_close", partition, cursor)
-                except (ServerTimeoutError, UnavailableError):
+                    self._call(self._partitions[partition], "scan_close", partition, cursor)
+                except (ServerTimeoutError, UnavailableError, ClosedError):
                     pass
 
     # ------------------------------------------------------------------ whole database
@@ -292,10 +294,12 @@ class Client:
         return self._call(self._front, "ping")
 
     def close(self) -> None:
+        """Close every connection; later calls raise ClosedError."""
         channels = {id(c): c for c in [self._front, *getattr(self, "_partitions", [])]}
         for channel in channels.values():
             channel.close()
-        self._context.term()
+        self._front = CLOSED
+        self._partitions = [CLOSED] * len(getattr(self, "_partitions", ()))
 
     def __enter__(self) -> "Client":
         return self

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -13,7 +15,7 @@ import pytest
 import concordkv_mp
 from concordkv_mp.client import sync_client
 from concordkv_mp.client.routing import ServerMap
-from concordkv_mp.errors import ServerTimeoutError, UnavailableError
+from concordkv_mp.errors import ClosedError, InvalidArgumentError, ServerTimeoutError, UnavailableError
 
 
 def endpoints_used(client) -> list[str]:
@@ -121,3 +123,53 @@ def test_local_false_uses_tcp_even_on_the_servers_host(server):
             await aclient.close()
 
     assert asyncio.run(read_back()) == b"yes"
+
+
+@pytest.mark.parametrize("timeout", [0, -1, True, "5", float("nan")])
+def test_a_bad_timeout_is_refused_before_connecting(timeout):
+    with pytest.raises(InvalidArgumentError):
+        concordkv_mp.connect("tcp://127.0.0.1:1", timeout=timeout)
+    with pytest.raises(InvalidArgumentError):
+        asyncio.run(concordkv_mp.aio.connect("tcp://127.0.0.1:1", timeout=timeout))
+
+
+def test_calls_after_close_raise_closed_error_and_nothing_reconnects(server):
+    client = server.client()
+    client.mset({b"s%04d" % i: b"v" for i in range(client.map.scan_page_size * 3)})
+    scan = client.scan()
+    next(scan)
+    client.close()
+    for call in (lambda: client.get(b"s0001"), lambda: client.mget([b"s0001"]), client.count, lambda: list(scan)):
+        with pytest.raises(ClosedError):
+            call()
+    assert all(channel.endpoint == "(closed)" for channel in client._partitions)
+
+
+LEAK = """
+import asyncio, gc, sys
+import concordkv_mp
+
+endpoint = sys.argv[1]
+for direct in (True, False):
+    client = concordkv_mp.connect(endpoint, direct=direct)
+    client.get(b"k")
+    client.cycle = client  # never closed, and only the collector can free it
+    del client
+    gc.collect()
+
+async def leak():
+    client = await concordkv_mp.aio.connect(endpoint)
+    await client.get(b"k")
+    client.cycle = client
+
+asyncio.run(leak())
+gc.collect()
+print("collected")
+"""
+
+
+def test_clients_leaked_in_a_reference_cycle_do_not_hang_the_collector(server):
+    # A context per client once let the collector finalize it before its sockets:
+    # term() then waited forever (a hang seen in the test suite).
+    done = subprocess.run([sys.executable, "-c", LEAK, server.endpoint], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "collected", done.stderr[-2000:]

@@ -265,6 +265,21 @@ class FaultInjectionFS(FileSystem):
             self._durable.pop(key, None)
             self._unsynced_creations.discard(key)
 
+    def remove_tree(self, path: str) -> None:
+        """As `remove`, for a whole directory: durable at once, and nothing under it is
+        tracked any more (a crash must not try to undo a rename inside it)."""
+        root = os.path.abspath(path)
+        prefix = root + os.sep
+
+        def inside(key: str) -> bool:
+            return key == root or key.startswith(prefix)
+
+        with self._operation(None, path):
+            super().remove_tree(path)
+            self._durable = {key: durable for key, durable in self._durable.items() if not inside(key)}
+            self._unsynced_creations = {key for key in self._unsynced_creations if not inside(key)}
+            self._pending_renames = [rename for rename in self._pending_renames if not inside(rename.dst)]
+
     def truncate(self, path: str, size: int) -> None:
         with self._operation(None, path):
             super().truncate(path, size)
