@@ -26,7 +26,6 @@ call's timeout). Replies that arrive for a dropped future are ignored. An
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 import socket
 from collections import deque
@@ -36,23 +35,12 @@ import zmq
 import zmq.asyncio
 
 from concordkv_mp.arguments import ArgumentChecker
-from concordkv_mp.client.routing import (
-    PROBE_TIMEOUT,
-    RECONNECT_FIRST,
-    RECONNECT_MAX,
-    ServerMap,
-    checked_timeout,
-    combine_stats,
-    scatter,
-)
-from concordkv_mp.errors import (
-    ClosedError,
-    ConcordKVError,
-    ServerTimeoutError,
-    UnavailableError,
-    error_from_code,
-)
+from concordkv_mp.client.methods import ASYNC, with_operations
+from concordkv_mp.client.routing import PROBE_TIMEOUT, RECONNECT_FIRST, RECONNECT_MAX, ServerMap, checked_timeout
+from concordkv_mp.client.scan_merge import ScanMerge
+from concordkv_mp.errors import ClosedError, ConcordKVError, ServerTimeoutError, UnavailableError, error_from_code
 from concordkv_mp.ipc import protocol, stream
+from concordkv_mp.ipc.protocol import decode_reply
 from concordkv_mp.ipc.protocol import DEFAULT_ENDPOINT
 
 
@@ -80,7 +68,7 @@ class _Link:
         self.dropped = False
         # An error reply that names no request: the server refused what it could not
         # read. A partition drops the connection next, and its loss is reported as this.
-        self.refusal: tuple | None = None
+        self.refusal: ConcordKVError | None = None
         self._deadlines: dict[float, deque] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -142,23 +130,23 @@ class _Link:
 
     def _settle(self, bodies) -> None:
         """Resolve the futures that these reply bodies answer."""
-        waiting, unpackb, ok = self.waiting, msgpack.unpackb, protocol.OK
+        waiting = self.waiting
         for body in bodies:
             try:
-                reply = unpackb(body, raw=False)
-                future = waiting.pop(reply[0], None)
-                if future is None:
-                    if reply[0] is None and reply[1] != ok:
-                        self.refusal = (reply[2], reply[3])
-                    continue  # late: its caller timed out or gave up
-                if future.done():
-                    continue
-                if reply[1] == ok:
-                    future.set_result(reply[2])
-                else:
-                    future.set_exception(error_from_code(reply[2], reply[3]))
+                request_id, result, error = decode_reply(body)
             except Exception:  # a garbled reply names no caller to tell: that caller times out
                 continue
+            future = waiting.pop(request_id, None)
+            if future is None:
+                if request_id is None and error is not None:
+                    self.refusal = error
+                continue  # late: its caller timed out or gave up
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
         # Replies come mostly in order, so a deque stays about as long as the table.
         self._forget_answered()
 
@@ -224,7 +212,7 @@ class _StreamLink(_Link, asyncio.Protocol):
     def _lose(self, exc) -> None:
         refusal = self.refusal
         if refusal is not None:
-            self.drop(lambda: error_from_code(*refusal))
+            self.drop(lambda: error_from_code(refusal.code, str(refusal)))
         else:
             reason = f"lost the connection to {self.channel.endpoint}: {exc or 'closed by the server'}"
             self.drop(lambda: UnavailableError(reason))
@@ -400,8 +388,11 @@ class _ZmqChannel(_Channel):
         await asyncio.gather(*self.readers, return_exceptions=True)
 
 
+@with_operations(ASYNC)
 class AsyncClient:
-    """Made by `await connect(endpoint)`; use as `async with await connect(...) as c:`."""
+    """Made by `await connect(endpoint)`; use as `async with await connect(...) as c:`.
+    Its coroutines `get`, `set`, `mget`, `count` ... come from the operation table
+    (client/methods.py); `scan` is written here."""
 
     def __init__(
         self, endpoint: str = DEFAULT_ENDPOINT, *, timeout: float = 5.0, direct: bool = True, local: bool = True
@@ -447,19 +438,9 @@ class AsyncClient:
         """Reach every partition over the stream transport: by its Unix socket when this
         host has it (and it answers with this server's id), else by its public endpoint.
         False, with everything left to the front, if some partition is unreachable."""
-
-        async def reach(partition: int) -> _StreamChannel:
-            local = self.map.local_endpoint(partition) if self._wanted_local else None
-            if local is not None:
-                channel = self._stream_channel(local)
-                if await self._is_ours(channel):
-                    return channel
-                await self._discard([channel])
-            return self._stream_channel(self.map.partition_endpoints[partition])
-
-        channels = await self._gather([reach(partition) for partition in range(self.map.partitions)])
+        channels = await self._gather([self._reach(partition) for partition in range(self.map.partitions)])
         try:
-            await self._gather([self._call(channel, "ping", timeout=PROBE_TIMEOUT) for channel in channels])
+            await self._call_many([(channel, ("ping",)) for channel in channels], PROBE_TIMEOUT)
         except (ServerTimeoutError, UnavailableError):
             # Unreachable from here (NAT, another host's loopback...): the front routes
             # the same messages, so everything goes through it.
@@ -468,12 +449,20 @@ class AsyncClient:
         self._partitions = channels
         return True
 
+    async def _reach(self, partition: int) -> _StreamChannel:
+        local = self.map.local_endpoint(partition) if self._wanted_local else None
+        if local is not None:
+            channel = self._stream_channel(local)
+            if await self._is_ours(channel):
+                return channel
+            await self._discard([channel])
+        return self._stream_channel(self.map.partition_endpoints[partition])
+
     async def _is_ours(self, channel: _StreamChannel) -> bool:
         try:
-            hello = await self._call(channel, "hello", protocol.PROTOCOL_VERSION, timeout=PROBE_TIMEOUT)
+            return self.map.is_ours(await self._call(channel, "hello", protocol.PROTOCOL_VERSION, timeout=PROBE_TIMEOUT))
         except ConcordKVError:
             return False
-        return isinstance(hello, dict) and hello.get("server_id") == self.map.server_id
 
     # ------------------------------------------------------------------ transport
 
@@ -505,65 +494,9 @@ class AsyncClient:
                 raise result
         return results
 
-    def _channel_for(self, key: bytes):
-        return self._partitions[self._partition_of(key)]
-
-    def _to_each_partition(self, op: str, *args) -> list:
-        """The calls of `op` to every partition (whose index is their first argument)."""
-        return [self._call(channel, op, partition, *args) for partition, channel in enumerate(self._partitions)]
-
-    async def _each_partition(self, op: str, *args) -> list:
-        return await self._gather(self._to_each_partition(op, *args))
-
-    # ------------------------------------------------------------------ single keys
-
-    async def get(self, key) -> bytes | None:
-        if type(key) is not bytes or not 0 < len(key) <= self._checker.max_key:
-            key = self._checker.key(key)
-        return await self._call(self._channel_for(key), "get", key)
-
-    async def set(self, key, value) -> None:
-        if type(key) is not bytes or not 0 < len(key) <= self._checker.max_key:
-            key = self._checker.key(key)
-        if type(value) is not bytes or len(value) > self._checker.max_value:
-            value = self._checker.value(value)
-        await self._call(self._channel_for(key), "set", key, value)
-
-    async def delete(self, key) -> bool:
-        key = self._checker.key(key)
-        return await self._call(self._channel_for(key), "delete", key)
-
-    async def exists(self, key) -> bool:
-        key = self._checker.key(key)
-        return await self._call(self._channel_for(key), "exists", key)
-
-    async def update(self, key, value) -> bool:
-        key, value = self._checker.key(key), self._checker.value(value)
-        return await self._call(self._channel_for(key), "update", key, value)
-
-    # ------------------------------------------------------------------ many keys
-
-    async def mget(self, keys) -> list:
-        keys = self._checker.keys(keys)
-        if not keys:
-            return []
-        chunks = self.map.split_keys(keys)
-        replies = await self._gather([self._call(self._partitions[p], "mget", p, chunk) for p, _, chunk in chunks])
-        return scatter(chunks, replies, len(keys))
-
-    async def mset(self, mapping_or_pairs) -> None:
-        """Set many keys; atomic within each partition (not across partitions)."""
-        pairs = self._checker.pairs(mapping_or_pairs)
-        if pairs:
-            chunks = self.map.split_pairs(pairs)
-            await self._gather([self._call(self._partitions[p], "mset", p, chunk) for p, chunk in chunks])
-
-    async def mdelete(self, keys) -> int:
-        keys = list(dict.fromkeys(self._checker.keys(keys)))
-        if not keys:
-            return 0
-        chunks = self.map.split_keys(keys)
-        return sum(await self._gather([self._call(self._partitions[p], "mdelete", p, chunk) for p, _, chunk in chunks]))
+    async def _call_many(self, calls, timeout: float | None = None) -> list:
+        """Send every (channel, (op, *args)) at once; their results, in order."""
+        return await self._gather([self._call(channel, *request, timeout=timeout) for channel, request in calls])
 
     # ------------------------------------------------------------------ scans
 
@@ -583,85 +516,35 @@ class AsyncClient:
         if empty:
             return
         page = self.map.scan_page_size if limit is None else min(limit, self.map.scan_page_size)
-        firsts = await self._open_cursors(start, end, reverse, page)
-        cursors = [cursor for cursor, _ in firsts]
-        pages = [items for _, items in firsts]
-        positions = [0] * len(pages)
-
-        async def settle(p: int, position: int) -> bool:
-            """Fetch partition p's pages until one has an item at `position`; False
-            once the partition has no more."""
-            while position == len(pages[p]) and cursors[p] is not None:
-                cursors[p], pages[p] = await self._call(self._partitions[p], "scan_next", p, cursors[p], page)
-                position = 0
-            positions[p] = position
-            return position < len(pages[p])
-
-        # The k-way merge holds the head of each partition's stream. Partitions own
-        # disjoint keys, so (key, partition) never ties; reverse order inverts the keys.
-        order = _Descending if reverse else bytes
-        taken = 0
+        merge = ScanMerge(self._channel_of, await self._open_cursors(start, end, reverse, page), reverse, page, limit)
         try:
-            heap = [(order(pages[p][0][0]), p) for p in range(len(pages)) if await settle(p, 0)]
-            heapq.heapify(heap)
-            while heap:
-                p = heap[0][1]
-                key, value = pages[p][positions[p]]
-                yield key, value
-                taken += 1
-                if taken == limit:
+            while True:
+                for pair in merge.take():
+                    yield pair
+                requests = merge.next_pages()
+                if not requests:
                     return
-                if await settle(p, positions[p] + 1):
-                    heapq.heapreplace(heap, (order(pages[p][positions[p]][0]), p))
-                else:
-                    heapq.heappop(heap)
+                merge.feed(await self._call_many(requests))
         finally:
-            await self._close_cursors(cursors)
+            await self._close_cursors(merge.close_requests())
+
+    def _channel_of(self, partition: int):
+        return self._partitions[partition]
 
     async def _open_cursors(self, start, end, reverse: bool, page: int) -> list:
-        results = await asyncio.gather(*self._to_each_partition("scan", start, end, reverse, page), return_exceptions=True)
+        calls = [self._call(channel, "scan", p, start, end, reverse, page) for p, channel in enumerate(self._partitions)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
         failures = [result for result in results if isinstance(result, BaseException)]
         if failures:
             # Partitions that did open a cursor must not keep its snapshot pinned.
-            await self._close_cursors([None if isinstance(r, BaseException) else r[0] for r in results])
+            opened = [(p, r[0]) for p, r in enumerate(results) if not isinstance(r, BaseException) and r[0] is not None]
+            await self._close_cursors([(self._partitions[p], ("scan_close", p, cursor)) for p, cursor in opened])
             raise failures[0]
         return results
 
-    async def _close_cursors(self, cursors: list) -> None:
-        calls = [
-            self._call(self._partitions[p], "scan_close", p, cursor) for p, cursor in enumerate(cursors) if cursor is not None
-        ]
+    async def _close_cursors(self, requests: list) -> None:
         # Best effort: a cursor that cannot be closed expires on the server by itself.
-        await asyncio.gather(*calls, return_exceptions=True)
-
-    # ------------------------------------------------------------------ whole database
-
-    async def count(self) -> int:
-        return sum(await self._each_partition("count"))
-
-    async def stats(self) -> dict:
-        per_partition = await self._each_partition("stats")
-        return combine_stats(per_partition)
-
-    async def flush(self) -> None:
-        await self._each_partition("flush")
-
-    async def compact(self) -> None:
-        await self._each_partition("compact")
-
-    async def status(self) -> dict:
-        return await self._call(self._front, "status")
-
-    async def engine(self) -> str:
-        """The engine's name (a method here, where the sync client has a property)."""
-        return await self._call(self._front, "engine")
-
-    async def switch_engine(self, name: str) -> None:
-        """Switch every partition to engine `name` (each one's data is copied)."""
-        await self._call(self._front, "set_engine", name, timeout=protocol.SWITCH_TIMEOUT)
-
-    async def ping(self) -> str:
-        return await self._call(self._front, "ping")
+        await asyncio.gather(*(self._call(channel, *request) for channel, request in requests), return_exceptions=True)
 
     async def close(self) -> None:
         """Close every connection; calls still waiting fail with ClosedError."""
@@ -680,18 +563,6 @@ class AsyncClient:
     def __repr__(self) -> str:
         partitions = self.map.partitions if self.map else "?"
         return f"<concordkv_mp.aio.AsyncClient {self.endpoint} partitions={partitions} direct={self.direct}>"
-
-
-class _Descending:
-    """A key that sorts backwards, so one min-heap serves reverse scans."""
-
-    __slots__ = ("key",)
-
-    def __init__(self, key: bytes):
-        self.key = key
-
-    def __lt__(self, other: "_Descending") -> bool:
-        return self.key > other.key
 
 
 async def connect(

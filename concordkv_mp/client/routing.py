@@ -2,17 +2,15 @@
 
 `ServerMap` holds the HELLO reply of the front: protocol version, slot ranges,
 partition endpoints and limits. `split_keys` / `split_pairs` group a batch by owning
-partition, `scatter` puts an mget's replies back in order, `combine_stats` sums the
-partitions' stats, and `merge_scans` merges per-partition pages in key order. Pure functions
-over data: no sockets here, so the sync and asyncio clients share every rule.
+partition, `scatter` puts an mget's replies back in order, and `combine_stats` sums the
+partitions' stats. Pure functions over data: no sockets here, so the sync and asyncio
+clients share every rule.
 """
 
 from __future__ import annotations
 
-import heapq
 import os
 from dataclasses import dataclass
-from operator import itemgetter
 
 from concordkv_mp.errors import InvalidArgumentError, ProtocolVersionError
 from concordkv_mp.ipc import protocol, stream
@@ -70,6 +68,10 @@ class ServerMap:
             slot_map=slot_map,
         )
 
+    def is_ours(self, hello) -> bool:
+        """Whether a partition's HELLO reply comes from this server (not a namesake)."""
+        return isinstance(hello, dict) and hello.get("server_id") == self.server_id
+
     def local_endpoint(self, partition: int) -> str | None:
         """The partition's Unix socket if its file is on this host, else None. The caller
         must still check the server id it answers with: another server could have a run
@@ -124,10 +126,3 @@ def scatter(chunks, replies, count: int) -> list:
 def combine_stats(per_partition: list[dict]) -> dict:
     """A client's `stats()`: every partition's engine stats and the total count."""
     return {"partitions": per_partition, "count": sum(stats.get("count", 0) for stats in per_partition)}
-
-
-def merge_scans(streams, reverse: bool):
-    """Merge per-partition (key, value) streams, each in key order, into one.
-
-    Partitions own disjoint keys, so there are no ties to break."""
-    return heapq.merge(*streams, key=itemgetter(0), reverse=reverse)

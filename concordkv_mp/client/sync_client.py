@@ -25,22 +25,20 @@ import msgpack
 import zmq
 
 from concordkv_mp.arguments import ArgumentChecker
-from concordkv_mp.client.routing import (
-    PROBE_TIMEOUT,
-    ServerMap,
-    checked_timeout,
-    combine_stats,
-    merge_scans,
-    scatter,
-)
 from concordkv_mp.client.channels import CLOSED, StreamChannel, ZmqChannel
-from concordkv_mp.errors import ClosedError, ConcordKVError, ServerTimeoutError, UnavailableError, error_from_code
+from concordkv_mp.client.methods import SYNC, with_operations
+from concordkv_mp.client.routing import PROBE_TIMEOUT, ServerMap, checked_timeout
+from concordkv_mp.client.scan_merge import ScanMerge
+from concordkv_mp.errors import ClosedError, ConcordKVError, ServerTimeoutError, UnavailableError
 from concordkv_mp.ipc import protocol
-from concordkv_mp.ipc.protocol import DEFAULT_ENDPOINT
+from concordkv_mp.ipc.protocol import DEFAULT_ENDPOINT, decode_reply
 
 
-
+@with_operations(SYNC)
 class Client:
+    """A connection to a server; `get`, `set`, `mget`, `count` ... come from the
+    operation table (client/methods.py), `scan` is written here."""
+
     def __init__(
         self, endpoint: str = DEFAULT_ENDPOINT, *, timeout: float = 5.0, direct: bool = True, local: bool = True
     ):
@@ -67,13 +65,7 @@ class Client:
         """Reach every partition over the stream transport: by its Unix socket when this
         host has it (and it answers with this server's id), else by its public endpoint.
         False, with everything left to the front, if some partition is unreachable."""
-        channels = []
-        for partition in range(self.map.partitions):
-            endpoint = self.map.local_endpoint(partition) if local else None
-            channel = StreamChannel(endpoint) if endpoint else None
-            if channel is not None and not self._is_ours(channel):
-                channel = None
-            channels.append(channel or StreamChannel(self.map.partition_endpoints[partition]))
+        channels = [self._reach(partition, local) for partition in range(self.map.partitions)]
         try:
             self._call_many([(channel, ("ping",)) for channel in channels], PROBE_TIMEOUT)
         except (ServerTimeoutError, UnavailableError):
@@ -83,16 +75,20 @@ class Client:
         self._partitions = channels
         return True
 
-    def _is_ours(self, channel: StreamChannel) -> bool:
-        """Whether the partition behind `channel` belongs to this server; closes it if not."""
-        try:
-            hello = self._call(channel, "hello", protocol.PROTOCOL_VERSION, timeout=PROBE_TIMEOUT)
-            ours = hello.get("server_id") == self.map.server_id
-        except ConcordKVError:
-            ours = False
-        if not ours:
+    def _reach(self, partition: int, local: bool) -> StreamChannel:
+        endpoint = self.map.local_endpoint(partition) if local else None
+        if endpoint is not None:
+            channel = StreamChannel(endpoint)
+            if self._is_ours(channel):
+                return channel
             channel.close()
-        return ours
+        return StreamChannel(self.map.partition_endpoints[partition])
+
+    def _is_ours(self, channel: StreamChannel) -> bool:
+        try:
+            return self.map.is_ours(self._call(channel, "hello", protocol.PROTOCOL_VERSION, timeout=PROBE_TIMEOUT))
+        except ConcordKVError:
+            return False
 
     # ------------------------------------------------------------------ transport
 
@@ -102,8 +98,8 @@ class Client:
         try:
             channel.send(self._packer.pack((request_id, op, *args)), seconds)
             while True:
-                reply = msgpack.unpackb(channel.receive(seconds), raw=False)
-                if reply[0] == request_id:
+                reply_id, result, error = decode_reply(channel.receive(seconds))
+                if reply_id == request_id:
                     break
                 # A reply to a request that timed out earlier: drop it.
         except (ServerTimeoutError, UnavailableError) as exc:
@@ -111,13 +107,15 @@ class Client:
             if isinstance(exc, ServerTimeoutError):
                 raise ServerTimeoutError(f"no reply to {op} from {channel.endpoint} within {seconds:g} s") from None
             raise
-        if reply[1] == protocol.OK:
-            return reply[2]
-        raise error_from_code(reply[2], reply[3])
+        if error is not None:
+            raise error
+        return result
 
     def _call_many(self, calls, timeout: float | None = None) -> list:
         """Send every (channel, (op, *args)) and gather the results in order. Sends and
         reads interleave, so a long pipeline never waits on its own unread replies."""
+        if not calls:
+            return []
         seconds = timeout or self.timeout
         waiting: dict[int, int] = {}
         channels = {}
@@ -163,72 +161,19 @@ class Client:
                 if not events & zmq.POLLIN:
                     continue
                 for body in channel.read_available():
-                    reply = msgpack.unpackb(body, raw=False)
-                    position = waiting.pop(reply[0], None)
+                    reply_id, result, error = decode_reply(body)
+                    position = waiting.pop(reply_id, None)
                     if position is None:
                         continue
-                    if reply[1] == protocol.OK:
-                        results[position] = reply[2]
+                    if error is None:
+                        results[position] = result
                     else:
-                        errors.append(error_from_code(reply[2], reply[3]))
+                        errors.append(error)
 
     @staticmethod
     def _reset(channels: dict) -> None:
         for channel in channels.values():
             channel.reset()
-
-    def _channel_for(self, key: bytes):
-        return self._partitions[self._partition_of(key)]
-
-    def _each_partition(self, op: str, *args) -> list:
-        return self._call_many([(self._partitions[i], (op, i, *args)) for i in range(self.map.partitions)])
-
-    # ------------------------------------------------------------------ single keys
-
-    def get(self, key) -> bytes | None:
-        if type(key) is not bytes or not 0 < len(key) <= self._checker.max_key:
-            key = self._checker.key(key)
-        return self._call(self._channel_for(key), "get", key)
-
-    def set(self, key, value) -> None:
-        if type(key) is not bytes or not 0 < len(key) <= self._checker.max_key:
-            key = self._checker.key(key)
-        if type(value) is not bytes or len(value) > self._checker.max_value:
-            value = self._checker.value(value)
-        self._call(self._channel_for(key), "set", key, value)
-
-    def delete(self, key) -> bool:
-        key = self._checker.key(key)
-        return self._call(self._channel_for(key), "delete", key)
-
-    def exists(self, key) -> bool:
-        key = self._checker.key(key)
-        return self._call(self._channel_for(key), "exists", key)
-
-    def update(self, key, value) -> bool:
-        key, value = self._checker.key(key), self._checker.value(value)
-        return self._call(self._channel_for(key), "update", key, value)
-
-    # ------------------------------------------------------------------ many keys
-
-    def mget(self, keys) -> list:
-        keys = self._checker.keys(keys)
-        chunks = self.map.split_keys(keys)
-        replies = self._call_many([(self._partitions[p], ("mget", p, chunk)) for p, _, chunk in chunks])
-        return scatter(chunks, replies, len(keys))
-
-    def mset(self, mapping_or_pairs) -> None:
-        """Set many keys; atomic within each partition (not across partitions)."""
-        pairs = self._checker.pairs(mapping_or_pairs)
-        if pairs:
-            self._call_many([(self._partitions[p], ("mset", p, chunk)) for p, chunk in self.map.split_pairs(pairs)])
-
-    def mdelete(self, keys) -> int:
-        keys = list(dict.fromkeys(self._checker.keys(keys)))
-        if not keys:
-            return 0
-        chunks = self.map.split_keys(keys)
-        return sum(self._call_many([(self._partitions[p], ("mdelete", p, chunk)) for p, _, chunk in chunks]))
 
     # ------------------------------------------------------------------ scans
 
@@ -237,61 +182,33 @@ class Client:
 
         Each partition serves its share from one snapshot, in pages; the pages of all
         partitions are merged here. The first pages are requested from every partition
-        at once.
+        at once, by this call.
         """
         start, end, empty = self._checker.scan_range(start, end, prefix, limit)
         if empty:
             return iter(())
         reverse = bool(reverse)
         page = self.map.scan_page_size if limit is None else min(limit, self.map.scan_page_size)
-        firsts = self._each_partition("scan", start, end, reverse, page)
-        streams = [self._scan_stream(p, cursor, items, page) for p, (cursor, items) in enumerate(firsts)]
-        merged = merge_scans(streams, reverse)
-        return merged if limit is None else _take(merged, limit, streams)
+        partitions = self._partitions
+        firsts = self._call_many([(partitions[p], ("scan", p, start, end, reverse, page)) for p in range(len(partitions))])
+        return self._scan_pairs(ScanMerge(self._channel_of, firsts, reverse, page, limit))
 
-    def _scan_stream(self, partition: int, cursor, items, page: int):
+    def _channel_of(self, partition: int):
+        return self._partitions[partition]
+
+    def _scan_pairs(self, merge: ScanMerge):
         try:
             while True:
-                for key, value in items:
-                    yield key, value
-                if cursor is None:
+                yield from merge.take()
+                requests = merge.next_pages()
+                if not requests:
                     return
-                cursor, items = self._call(self._partitions[partition], "scan_next", partition, cursor, page)
+                merge.feed(self._call_many(requests))
         finally:
-            if cursor is not None:  # abandoned early: free the server's snapshot now
-                try:
-                    self._call(self._partitions[partition], "scan_close", partition, cursor)
-                except (ServerTimeoutError, UnavailableError, ClosedError):
-                    pass
-
-    # ------------------------------------------------------------------ whole database
-
-    def count(self) -> int:
-        return sum(self._each_partition("count"))
-
-    def stats(self) -> dict:
-        per_partition = self._each_partition("stats")
-        return combine_stats(per_partition)
-
-    def flush(self) -> None:
-        self._each_partition("flush")
-
-    def compact(self) -> None:
-        self._each_partition("compact")
-
-    def status(self) -> dict:
-        return self._call(self._front, "status")
-
-    @property
-    def engine(self) -> str:
-        return self._call(self._front, "engine")
-
-    def switch_engine(self, name: str) -> None:
-        """Switch every partition to engine `name` (each one's data is copied)."""
-        self._call(self._front, "set_engine", name, timeout=protocol.SWITCH_TIMEOUT)
-
-    def ping(self) -> str:
-        return self._call(self._front, "ping")
+            try:
+                self._call_many(merge.close_requests())
+            except (ServerTimeoutError, UnavailableError, ClosedError):
+                pass  # best effort: a cursor left open expires on the server by itself
 
     def close(self) -> None:
         """Close every connection; later calls raise ClosedError."""
@@ -309,19 +226,6 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<concordkv_mp.Client {self.endpoint} partitions={self.map.partitions} direct={self.direct}>"
-
-
-def _take(merged, limit: int, streams):
-    taken = 0
-    try:
-        for pair in merged:
-            yield pair
-            taken += 1
-            if taken == limit:
-                return
-    finally:
-        for stream in streams:
-            stream.close()
 
 
 def connect(

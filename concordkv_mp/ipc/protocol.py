@@ -8,8 +8,9 @@ ZeroMQ itself adds):
              [request_id, 1, code, message]     error; code is a stable string
 
 Keys and values are msgpack bin; op names and error codes are str. This module owns the
-operation table (names, argument shapes, how each is routed), decoding with strict
-limits, shape validation, and reply encoding. It must not touch sockets or engines.
+framing of requests and replies: decoding with strict limits, validation of a request
+against the operation table (ipc/operations.py, which says what each operation takes),
+and encoding. It must not touch sockets or engines.
 """
 
 from __future__ import annotations
@@ -26,22 +27,17 @@ from concordkv_mp.errors import (
     ConcordKVError,
     ProtocolVersionError,
     UnknownOperationError,
+    error_from_code,
 )
+from concordkv_mp.ipc.operations import OPERATIONS
 
 # Sent in HELLO and checked by both sides; bump on any incompatible change.
 PROTOCOL_VERSION = 2
 # Where the front listens unless configured otherwise (SPEC.md), and clients connect.
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:7379"
 SLOT_COUNT = 16384
-# How long an engine switch may take: it copies a whole partition. The front waits this
-# long for its partitions, and the clients for the front.
-SWITCH_TIMEOUT = 3600.0
 OK = 0
 ERROR = 1
-
-# How a request is routed. KEY: by the slot of args[0]. PART: args[0] is a partition
-# index. FRONT: answered by the front itself. ANY: answered by whoever receives it.
-KEY, PART, FRONT, ANY = "key", "part", "front", "any"
 
 
 def check_version(version) -> None:
@@ -91,34 +87,8 @@ class Limits:
     scan_page_size: int
 
 
-# Argument shapes. `key`/`value`: bytes (sizes are checked by the database layer, which
-# raises the KEY_TOO_LARGE / VALUE_TOO_LARGE / EMPTY_KEY codes); `keys`: list of keys;
-# `pairs`: list of [key, value]; `part`: partition index; `bound`: bytes or nil;
-# `count`: int >= 0 or nil; `int`, `bool`, `str` as named.
-OPERATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "hello": (ANY, ("int",)),
-    "ping": (ANY, ()),
-    "get": (KEY, ("key",)),
-    "set": (KEY, ("key", "value")),
-    "delete": (KEY, ("key",)),
-    "exists": (KEY, ("key",)),
-    "update": (KEY, ("key", "value")),
-    "mget": (PART, ("part", "keys")),
-    "mset": (PART, ("part", "pairs")),
-    "mdelete": (PART, ("part", "keys")),
-    "scan": (PART, ("part", "bound", "bound", "bool", "count")),
-    "scan_next": (PART, ("part", "int", "count")),
-    "scan_close": (PART, ("part", "int")),
-    "count": (PART, ("part",)),
-    "stats": (PART, ("part",)),
-    "flush": (PART, ("part",)),
-    "compact": (PART, ("part",)),
-    "partition_status": (PART, ("part",)),
-    "switch_engine": (PART, ("part", "str")),
-    "status": (FRONT, ()),
-    "engine": (FRONT, ()),
-    "set_engine": (FRONT, ("str",)),
-}
+# Each operation's argument kinds, from the operation table (ipc/operations.py).
+_KINDS = {name: op.kinds for name, op in OPERATIONS.items()}
 
 
 def unpacker_limits(limits: Limits, max_message_size: int) -> dict:
@@ -152,7 +122,7 @@ def decode_request(frame, unpack_kwargs: dict, limits: Limits) -> tuple[int, str
         raise BadFrameError("request_id must be an unsigned 64-bit integer")
     args = message[2:]
     try:
-        _route, shape = OPERATIONS[op]
+        shape = _KINDS[op]
     except KeyError:
         raise _with_id(UnknownOperationError(f"unknown operation {op[:64]!r}"), request_id) from None
     if len(args) != len(shape):
@@ -216,3 +186,12 @@ def encode_error(request_id: int | None, error: ConcordKVError) -> bytes:
 
 def encode_request(request_id: int, op: str, *args) -> bytes:
     return _packer.pack((request_id, op, *args))
+
+
+def decode_reply(body) -> tuple:
+    """(request_id, result, error) of a reply from our own server: `error` is the
+    ConcordKVError of an error reply (then `result` is None), else None."""
+    reply = msgpack.unpackb(body, raw=False)
+    if reply[1] == OK:
+        return reply[0], reply[2], None
+    return reply[0], None, error_from_code(reply[2], reply[3])

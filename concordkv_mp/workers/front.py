@@ -18,7 +18,6 @@ import itertools
 import time
 from dataclasses import dataclass
 
-import msgpack
 import psutil
 import zmq
 
@@ -31,11 +30,11 @@ from concordkv_mp.errors import (
     InternalError,
     ServerTimeoutError,
     UnavailableError,
-    error_from_code,
 )
 from concordkv_mp.io.wal_ring import WalRing
 from concordkv_mp.ipc import protocol
-from concordkv_mp.ipc.protocol import ANY, FRONT, KEY, PART, Limits, SlotMap
+from concordkv_mp.ipc.operations import ANY, FRONT, KEY, OPERATIONS, PART, SWITCH_TIMEOUT
+from concordkv_mp.ipc.protocol import Limits, SlotMap
 from concordkv_mp.ipc.sockets import configure_router, send_or_drop
 from concordkv_mp.options import ENGINES
 from concordkv_mp.workers.lifecycle import announce_ready, become_child, exit_child
@@ -163,7 +162,7 @@ class Front:
             request_id = None
             try:
                 request_id, op, args = protocol.decode_request(body, self._unpack, self.spec.limits)
-                route = protocol.OPERATIONS[op][0]
+                route = OPERATIONS[op].route
                 if route is KEY:
                     self._forward(self.slot_map.partition_of(args[0]), envelope, request_id, body)
                 elif route is PART:
@@ -214,7 +213,7 @@ class Front:
         if op == "set_engine":
             if args[0] not in ENGINES:
                 raise ConfigError("engine", f"{args[0]!r} is not one of {', '.join(ENGINES)}")
-            make, timeout = (lambda i: ("switch_engine", i, args[0])), protocol.SWITCH_TIMEOUT
+            make, timeout = (lambda i: ("switch_engine", i, args[0])), SWITCH_TIMEOUT
         elif op == "engine":
             make, timeout = (lambda i: ("hello", protocol.PROTOCOL_VERSION)), _STATUS_TIMEOUT
         else:  # status
@@ -230,15 +229,12 @@ class Front:
                 self._record(fanout, index, UnavailableError(f"partition {index} is not keeping up or is restarting"))
 
     def _fanout_reply(self, body: bytes) -> None:
-        reply = msgpack.unpackb(body, raw=False)
-        entry = self._fanouts.pop(reply[0], None)
+        internal_id, result, error = protocol.decode_reply(body)
+        entry = self._fanouts.pop(internal_id, None)
         if entry is None:
             return  # arrived after its fan-out timed out
         fanout, index = entry
-        if reply[1] == protocol.OK:
-            self._record(fanout, index, reply[2])
-        else:
-            self._record(fanout, index, error_from_code(reply[2], reply[3]))
+        self._record(fanout, index, result if error is None else error)
 
     def _record(self, fanout: _FanOut, index: int, result) -> None:
         fanout.replies[index] = result

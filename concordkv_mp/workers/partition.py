@@ -1,7 +1,8 @@
 """A partition: the actor that owns one share of the slots and the database holding them.
 
 `PartitionCore` is the deterministic part: `handle(op, args) -> result` over its
-`Database`, with the slot-ownership checks and the scan cursors; it knows no sockets.
+`Database`, dispatched by the operation table (ipc/operations.py), with the
+slot-ownership checks and the scan cursors; it knows no sockets.
 `run_partition` is the thin loop around it: smart clients talk to the partition over
 the stream transport (plain TCP or Unix sockets, ipc/stream_server.py), the front
 over a ZeroMQ ROUTER on an internal ipc endpoint; one poller watches both.
@@ -39,13 +40,13 @@ from concordkv_mp.errors import (
 from concordkv_mp.io.ring_fs import RingFileSystem
 from concordkv_mp.io.wal_ring import WalRing
 from concordkv_mp.ipc import protocol
+from concordkv_mp.ipc.operations import FRONT, KEY, OPERATIONS, WRITE_OPERATIONS, Operation
 from concordkv_mp.ipc.protocol import Limits, SlotMap
 from concordkv_mp.ipc.sockets import configure_router, send_or_drop
 from concordkv_mp.ipc.stream_server import StreamServer
 from concordkv_mp.workers.compaction_pool import PoolWorkerClient
 from concordkv_mp.workers.lifecycle import announce_ready, become_child, exit_child
 
-WRITE_OPS = frozenset(("set", "delete", "update", "mset", "mdelete"))
 # Requests taken per loop turn before replies held for durability are considered: big
 # enough to share an fsync among many writers, small enough to bound reply latency.
 _BURST = 512
@@ -59,6 +60,10 @@ MAX_STREAM_CONNECTIONS = 1024
 
 
 class PartitionCore:
+    """Dispatches each operation a partition answers (ipc/operations.py) to the
+    `Database` method of the same name, after checking that the partition owns its
+    keys; the few that need state of the partition's own have a handler here."""
+
     def __init__(self, index: int, db: Database, slot_map: SlotMap, limits: Limits, endpoint: str, server_id: str):
         self.index = index
         self.server_id = server_id
@@ -68,26 +73,19 @@ class PartitionCore:
         self.endpoint = endpoint
         self._cursors: dict[int, list] = {}  # id -> [iterator, last use]
         self._cursor_ids = itertools.count(1)
-        self._handlers = {
+        own_handlers = {
             "hello": self._hello,
             "ping": lambda: "pong",
-            "get": self._get,
-            "set": self._set,
-            "delete": self._delete,
-            "exists": self._exists,
-            "update": self._update,
-            "mget": self._mget,
-            "mset": self._mset,
-            "mdelete": self._mdelete,
             "scan": self._scan,
             "scan_next": self._scan_next,
             "scan_close": self._scan_close,
-            "count": self._partition_call(db.count),
-            "stats": self._partition_call(db.stats),
-            "flush": self._partition_call(db.flush),
-            "compact": self._partition_call(db.compact),
-            "partition_status": self._partition_call(self.status),
+            "partition_status": self._partition_status,
             "switch_engine": self._switch_engine,
+        }
+        self._handlers = {
+            op.name: own_handlers.get(op.name) or self._database_handler(op)
+            for op in OPERATIONS.values()
+            if op.route != FRONT
         }
 
     def handle(self, op: str, args: list):
@@ -98,7 +96,34 @@ class PartitionCore:
             raise BadRequestError(f"{op} is answered by the front, not by a partition") from None
         return handler(*args)
 
-    # -------------------------------------------------------------- single keys
+    def _database_handler(self, op: Operation):
+        """`db.<op>(*args)` once the partition's ownership of the arguments is checked:
+        a KEY operation's key, a PART operation's index and the keys of its `keys` or
+        `pairs` argument."""
+        method = getattr(self.db, op.name)
+        if op.route == KEY:
+            own = self._own
+
+            def handler(key, *args):
+                return method(own(key), *args)
+
+            return handler
+        check_part, own_all = self._check_part, self._own_all
+        kinds = op.kinds[1:]
+        batched = kinds.index("keys") if "keys" in kinds else None
+        paired = kinds.index("pairs") if "pairs" in kinds else None
+
+        def handler(part, *args):
+            check_part(part)
+            if batched is not None:
+                own_all(args[batched])
+            if paired is not None:
+                own_all([pair[0] for pair in args[paired]])
+            return method(*args)
+
+        return handler
+
+    # -------------------------------------------------------------- ownership
 
     def _own(self, key: bytes) -> bytes:
         if self.slot_map.partition_of(key) != self.index:
@@ -107,23 +132,6 @@ class PartitionCore:
 
     def _not_ours(self, key: bytes) -> WrongPartitionError:
         return WrongPartitionError(f"slot {protocol.slot_of(key)} is not owned by partition {self.index}")
-
-    def _get(self, key):
-        return self.db.get(self._own(key))
-
-    def _set(self, key, value):
-        self.db.set(self._own(key), value)
-
-    def _delete(self, key):
-        return self.db.delete(self._own(key))
-
-    def _exists(self, key):
-        return self.db.exists(self._own(key))
-
-    def _update(self, key, value):
-        return self.db.update(self._own(key), value)
-
-    # -------------------------------------------------------------- many keys
 
     def _check_part(self, part: int) -> None:
         if part != self.index:
@@ -139,27 +147,9 @@ class PartitionCore:
                 raise BadRequestError(f"keys must be bytes, not {type(key).__name__}")
             raise self._not_ours(key)
 
-    def _mget(self, part, keys):
+    def _partition_status(self, part):
         self._check_part(part)
-        self._own_all(keys)
-        return self.db.mget(keys)
-
-    def _mset(self, part, pairs):
-        self._check_part(part)
-        self._own_all([pair[0] for pair in pairs])
-        self.db.mset(pairs)
-
-    def _mdelete(self, part, keys):
-        self._check_part(part)
-        self._own_all(keys)
-        return self.db.mdelete(keys)
-
-    def _partition_call(self, method):
-        def call(part):
-            self._check_part(part)
-            return method()
-
-        return call
+        return self.status()
 
     def _switch_engine(self, part, name):
         self._check_part(part)
@@ -378,7 +368,7 @@ def _serve(core: PartitionCore, router, notify, streams: StreamServer, fs: RingF
         wrote = []
         for envelope, body in requests:
             op, request_id, reply = answer(body)
-            if op in WRITE_OPS:
+            if op in WRITE_OPERATIONS:
                 unkicked = True
                 if hold_writes:
                     wrote.append((envelope, reply, request_id))

@@ -37,9 +37,21 @@ def layout(limited_server):
 
 def open_raw(endpoint: str, preamble: bytes = stream.PREAMBLE) -> socket.socket:
     family, address = stream.address_of(endpoint)
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.settimeout(5.0)
-    sock.connect(address)
+    deadline = time.monotonic() + 5.0
+    while True:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(5.0)
+        try:
+            sock.connect(address)
+            break
+        except BlockingIOError:
+            # A Unix socket whose accept backlog is full refuses at once (EAGAIN) until
+            # the partition's loop accepts: on a loaded machine, when connections come
+            # faster than one turn of its loop. The clients retry the same way.
+            sock.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
     if preamble:
         sock.sendall(preamble)
     return sock
