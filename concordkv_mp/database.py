@@ -172,6 +172,24 @@ class Database:
     def compact(self) -> None:
         self._call("compact")
 
+    # ------------------------------------------------------- durability tickets
+
+    def durability_ticket(self) -> int:
+        """A ticket covering every write that has returned: it is durable, as the fsync
+        policy promises, once `durable_through()` reaches it. With a local file system
+        that holds when the write returns; in a server partition the WAL goes through a
+        shared-memory ring that another process makes durable, and the partition holds
+        the replies of writes by these tickets (server/reply_hold.py)."""
+        return self._fs.durability_ticket()
+
+    def request_durability(self, ticket: int) -> None:
+        """Ask for `ticket` to become durable soon, without waiting."""
+        self._fs.request_durability(ticket)
+
+    def durable_through(self) -> int:
+        """The highest durable ticket; StorageIOError if the WAL cannot be made durable."""
+        return self._fs.durable_through()
+
     @property
     def engine(self) -> str:
         """The name of the engine the database uses now."""

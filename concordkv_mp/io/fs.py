@@ -165,6 +165,22 @@ class FileSystem:
             finally:
                 os.close(fd)
 
+    # Durability tickets. Here a write's log bytes are as durable as the engine's fsync
+    # policy promises by the time the write returns, so every ticket is durable at once;
+    # a file system whose logs another process makes durable (io/ring_fs.py) overrides
+    # these three, and a server partition holds replies by them.
+
+    def durability_ticket(self) -> int:
+        """A ticket covering every log byte appended so far."""
+        return 0
+
+    def request_durability(self, ticket: int) -> None:
+        """Ask for `ticket` to become durable soon, without waiting."""
+
+    def durable_through(self) -> int:
+        """The highest durable ticket; StorageIOError if the logs cannot be made durable."""
+        return 0
+
     def lock(self, path: str) -> FileLock:
         """Take an exclusive lock on `path` or raise `DatabaseLockedError`."""
         with as_storage_error("lock", path):

@@ -1,15 +1,16 @@
 """A partition: the actor that owns one share of the slots and the database holding them.
 
-`PartitionCore` is the deterministic part: `handle(op, args) -> result` over its
-`Database`, dispatched by the operation table (ipc/operations.py), with the
-slot-ownership checks and the scan cursors; it knows no sockets.
-`run_partition` is the thin loop around it: smart clients talk to the partition over
-the stream transport (plain TCP or Unix sockets, ipc/stream_server.py), the front
-over a ZeroMQ ROUTER on an internal ipc endpoint; one poller watches both.
+`PartitionCore` is the deterministic part: `answer(request bytes) -> reply bytes` over
+its `Database`, dispatched by the operation table (ipc/operations.py), with the
+slot-ownership checks and the scan cursors; it knows no sockets. `ReplyHold`
+(reply_hold.py) decides when a write's reply may go. `run_partition` sets both up and
+`_serve` is the plain I/O around them: smart clients talk to the partition over the
+stream transport (plain TCP or Unix sockets, ipc/stream_server.py), the front over a
+ZeroMQ ROUTER on an internal ipc endpoint; one poller watches both.
 
 Durability (docs/architecture.md): the engine's WAL bytes go into a shared-memory ring
 (io/ring_fs.py) that the I/O optimizer drains. With fsync="always" a write's reply is
-held back until the optimizer reports the ring durable past the write; the loop keeps
+held back until the database is durable through the write's ticket; the loop keeps
 taking requests meanwhile, so every write that arrives during one fsync shares the
 next. With "everysec" and "none" the reply goes as soon as the bytes are in the ring:
 the ring is shared memory and outlives this process.
@@ -34,7 +35,6 @@ from concordkv_mp.errors import (
     ConcordKVError,
     CursorNotFoundError,
     InternalError,
-    StorageIOError,
     WrongPartitionError,
 )
 from concordkv_mp.io.ring_fs import RingFileSystem
@@ -46,6 +46,7 @@ from concordkv_mp.ipc.sockets import configure_router, send_or_drop
 from concordkv_mp.ipc.stream_server import StreamServer
 from concordkv_mp.workers.compaction_pool import PoolWorkerClient
 from concordkv_mp.workers.lifecycle import announce_ready, become_child, exit_child
+from concordkv_mp.workers.reply_hold import ReplyHold
 
 # Requests taken per loop turn before replies held for durability are considered: big
 # enough to share an fsync among many writers, small enough to bound reply latency.
@@ -53,7 +54,9 @@ _BURST = 512
 _MAX_CURSORS = 1024
 # With fsync everysec/none, how long WAL bytes may wait in the ring before the I/O
 # optimizer is woken to write them (writes within it share one wake-up).
-_KICK_INTERVAL_MS = 20
+_KICK_INTERVAL = 0.02
+# How long the loop waits for input when nothing else is due.
+_IDLE_POLL_MS = 200
 _CURSOR_IDLE_SECONDS = 60.0
 # Stream connections per partition; more are closed at once (docs/protocol.md, "Limits").
 MAX_STREAM_CONNECTIONS = 1024
@@ -64,13 +67,17 @@ class PartitionCore:
     `Database` method of the same name, after checking that the partition owns its
     keys; the few that need state of the partition's own have a handler here."""
 
-    def __init__(self, index: int, db: Database, slot_map: SlotMap, limits: Limits, endpoint: str, server_id: str):
+    def __init__(
+        self, index: int, db: Database, slot_map: SlotMap, limits: Limits, max_message_size: int, endpoint: str,
+        server_id: str,
+    ):
         self.index = index
         self.server_id = server_id
         self.db = db
         self.slot_map = slot_map
         self.limits = limits
         self.endpoint = endpoint
+        self._unpack_limits = protocol.unpacker_limits(limits, max_message_size)
         self._cursors: dict[int, list] = {}  # id -> [iterator, last use]
         self._cursor_ids = itertools.count(1)
         own_handlers = {
@@ -87,6 +94,21 @@ class PartitionCore:
             for op in OPERATIONS.values()
             if op.route != FRONT
         }
+
+    def answer(self, body) -> tuple[bool, int | None, bytes]:
+        """(whether the request writes, its id if it could be read, the encoded reply)
+        of one request's bytes. Every error is a reply: the loop serves on."""
+        request_id = op = None
+        try:
+            request_id, op, args = protocol.decode_request(body, self._unpack_limits, self.limits)
+            return op in WRITE_OPERATIONS, request_id, protocol.encode_reply(request_id, self.handle(op, args))
+        except ConcordKVError as exc:
+            if op is None:  # refused while decoding: the id it could read, if any
+                request_id = getattr(exc, "request_id", None)
+            return op in WRITE_OPERATIONS, request_id, protocol.encode_error(request_id, exc)
+        except Exception as exc:  # a bug: report it, keep serving everyone else
+            error = InternalError(f"{type(exc).__name__}: {exc}")
+            return op in WRITE_OPERATIONS, request_id, protocol.encode_error(request_id, error)
 
     def handle(self, op: str, args: list):
         """The result of one decoded request; raises ConcordKVError for an error reply."""
@@ -288,14 +310,17 @@ def run_partition(spec: PartitionSpec, stop) -> None:
             None,
             lambda: PoolWorkerClient(list(spec.compactor_endpoints), spec.process_table),
         )
-        core = PartitionCore(spec.index, db, SlotMap(spec.partitions), spec.limits, spec.public_endpoint, spec.server_id)
+        core = PartitionCore(
+            spec.index, db, SlotMap(spec.partitions), spec.limits, spec.max_message_size, spec.public_endpoint, spec.server_id
+        )
         router = context.socket(zmq.ROUTER)
         configure_router(router, spec.max_message_size, spec.client_hwm)
         router.bind(spec.internal_endpoint)
         endpoints = [spec.public_endpoint] + ([spec.local_endpoint] if spec.local_endpoint else [])
         streams = StreamServer(endpoints, zmq.Poller(), spec.max_message_size, MAX_STREAM_CONNECTIONS)
+        hold = ReplyHold(db, spec.fsync == "always", wake_io_optimizer, _KICK_INTERVAL)
         announce_ready()
-        _serve(core, router, notify, streams, fs, wake_io_optimizer, spec, stop)
+        _serve(core, router, notify, streams, hold, stop)
         db.flush()
     finally:
         if streams is not None:
@@ -311,106 +336,64 @@ def run_partition(spec: PartitionSpec, stop) -> None:
         context.term()
 
 
-def _serve(core: PartitionCore, router, notify, streams: StreamServer, fs: RingFileSystem, wake_io, spec: PartitionSpec, stop) -> None:
-    unpack_kwargs = protocol.unpacker_limits(spec.limits, spec.max_message_size)
-    decode, handle, limits = protocol.decode_request, core.handle, spec.limits
-    encode_reply, encode_error = protocol.encode_reply, protocol.encode_error
-    hold_writes = spec.fsync == "always"
-
-    def answer(body):
-        """(op or None, request id or None, encoded reply) of one request's bytes."""
-        request_id = op = None
-        try:
-            request_id, op, args = decode(body, unpack_kwargs, limits)
-            return op, request_id, encode_reply(request_id, handle(op, args))
-        except ConcordKVError as exc:
-            return op, request_id, encode_error(getattr(exc, "request_id", None) if op is None else request_id, exc)
-        except Exception as exc:  # a bug: report it, keep serving everyone else
-            return op, request_id, encode_error(request_id, InternalError(f"{type(exc).__name__}: {exc}"))
+def _serve(core: PartitionCore, router, notify, streams: StreamServer, hold: ReplyHold, stop) -> None:
+    """Plain I/O: requests in from both transports, each answered by the core, and
+    replies out where their requests came from when the hold lets them go."""
 
     def deliver(envelope, reply):
-        """Send a reply where its request came from: a stream connection, or the
-        ROUTER (then `envelope` is the list of routing frames)."""
+        """A stream connection's reply is queued on it; the ROUTER's goes behind its
+        routing frames (`envelope` is then their list)."""
         if type(envelope) is list:
             envelope.append(reply)
             send_or_drop(router, envelope)
         else:
             streams.send(envelope, reply)
 
-    # Held writes, in arrival order: (durable position needed, envelope, reply, request id).
-    held: list = []
     poller = streams.poller
     poller.register(router, zmq.POLLIN)
-    if hold_writes:
+    if notify is not None:
         poller.register(notify, zmq.POLLIN)
-    last_tick = last_kick = time.monotonic()
-    unkicked = False  # WAL bytes in the ring that the optimizer was not told about
-    while True:
-        if stop() and not held:
-            return
+    last_tick = time.monotonic()
+    while not (stop() and not hold.holding):
         requests = []  # (envelope, request bytes) of this turn, from either transport
-        for item, events in poller.poll(5 if held else _KICK_INTERVAL_MS if unkicked else 200):
+        for item, events in poller.poll(hold.poll_timeout_ms(_IDLE_POLL_MS)):
             if item is router:
-                for _ in range(_BURST):
-                    try:
-                        frames = router.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    requests.append((frames, frames.pop()))
+                _receive_burst(router, requests)
             elif item is notify:
-                while True:
-                    try:
-                        notify.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
+                _drain(notify)  # news of the optimizer: the hold reads the ring itself
             else:
                 streams.on_event(item, events, requests)
-        wrote = []
         for envelope, body in requests:
-            op, request_id, reply = answer(body)
-            if op in WRITE_OPERATIONS:
-                unkicked = True
-                if hold_writes:
-                    wrote.append((envelope, reply, request_id))
-                    continue
-            deliver(envelope, reply)
-        if wrote:
-            position = fs.position
-            fs.request_durable(position)  # kicks the optimizer
-            unkicked = False
-            held.extend((position, envelope, reply, request_id) for envelope, reply, request_id in wrote)
-        if unkicked and time.monotonic() - last_kick >= _KICK_INTERVAL_MS / 1000:
-            # everysec / none: the bytes should reach the file soon, but one kick per
-            # write would cost a wake-up of the optimizer per write.
-            wake_io()
-            last_kick = time.monotonic()
-            unkicked = False
-        try:
-            fs.raise_if_failed()
-        except StorageIOError as exc:
-            # The optimizer could not write or sync this partition's WAL: the held writes
-            # are not durable and never will be. Fail them, then stop: the supervisor
-            # restarts this partition, which recovers from what did reach the files.
-            for _, envelope, _, request_id in held:
-                deliver(envelope, encode_error(request_id, exc))
-            streams.flush()
-            raise
-        if held:
-            # Positions only grow along `held`: the durable entries are a prefix.
-            durable = fs.durable_pos
-            released = 0
-            for position, envelope, reply, _ in held:
-                if position > durable:
-                    break
+            writes, request_id, reply = core.answer(body)
+            if not hold.add(writes, envelope, request_id, reply):
                 deliver(envelope, reply)
-                released += 1
-            del held[:released]
+        for envelope, reply in hold.end_turn(time.monotonic()):
+            deliver(envelope, reply)
         streams.flush()
+        if hold.failure is not None:
+            raise hold.failure
         now = time.monotonic()
         if now - last_tick > 1.0:
             last_tick = now
             core.expire_cursors(now)
             streams.expire_greetings(now)
+
+
+def _receive_burst(router, requests: list) -> None:
+    for _ in range(_BURST):
+        try:
+            frames = router.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        requests.append((frames, frames.pop()))
+
+
+def _drain(socket) -> None:
+    while True:
+        try:
+            socket.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return
 
 
 def partition_main(spec: PartitionSpec, supervisor_pid: int) -> None:

@@ -4,6 +4,7 @@ the results are those of a dict model."""
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 
 import concordkv_mp
@@ -25,7 +26,7 @@ def keys_of(partition: int, partitions: int, count: int) -> list[bytes]:
 @pytest.fixture
 def core(tmp_path):
     db = concordkv_mp.open(str(tmp_path / "db"), engine="btree", fsync="none")
-    yield PartitionCore(0, db, SlotMap(2), LIMITS, "tcp://127.0.0.1:1", "server-id")
+    yield PartitionCore(0, db, SlotMap(2), LIMITS, 1 << 16, "tcp://127.0.0.1:1", "server-id")
     db.close()
 
 
@@ -75,6 +76,20 @@ def test_operations_reach_the_database_as_a_model_says(core):
     assert core.handle("hello", [protocol.PROTOCOL_VERSION])["engine"] == "lsm"
     assert core.handle("mget", [0, sorted(model)]) == [model[key] for key in sorted(model)]
     assert core.handle("ping", []) == "pong"
+
+
+def test_answer_turns_request_bytes_into_reply_bytes_and_says_which_write(core):
+    key = keys_of(0, 2, 1)[0]
+    writes, request_id, reply = core.answer(msgpack.packb([7, "set", key, b"v"]))
+    assert (writes, request_id, msgpack.unpackb(reply)) == (True, 7, [7, 0, None])
+    writes, request_id, reply = core.answer(msgpack.packb([8, "get", key]))
+    assert (writes, request_id, msgpack.unpackb(reply)) == (False, 8, [8, 0, b"v"])
+    writes, request_id, reply = core.answer(msgpack.packb([9, "set", "not bytes", b"v"]))
+    assert (writes, request_id) == (False, 9) and msgpack.unpackb(reply)[1:3] == [1, "BAD_REQUEST"]  # refused: nothing to wait for
+    writes, request_id, reply = core.answer(b"\xc1 not msgpack")
+    assert (writes, request_id) == (False, None) and msgpack.unpackb(reply)[:3] == [None, 1, "BAD_FRAME"]
+    writes, request_id, reply = core.answer(msgpack.packb([10, "no_such_op"]))
+    assert (writes, request_id) == (False, 10) and msgpack.unpackb(reply)[2] == "UNKNOWN_OP"
 
 
 @pytest.mark.parametrize(
