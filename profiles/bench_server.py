@@ -81,15 +81,11 @@ from pathlib import Path
 import msgpack
 import psutil
 import zmq
-from bench_engine import (  # first: it puts this checkout first on sys.path, for concordkv_mp below
-    REPO,
-    heading,
-    log,
-    machine_lines,
-    new_run,
-    publish,
-    render,
-)
+
+# The harness first: it puts this checkout first on sys.path, for concordkv_mp below.
+from harness import REPO
+from harness.environment import new_run
+from harness.report import heading, log, machine_lines, publish, render
 
 import concordkv_mp
 

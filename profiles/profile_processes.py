@@ -52,11 +52,10 @@ from collections import Counter
 from pathlib import Path
 
 import psutil
-from bench_engine import (  # first: it puts this checkout first on sys.path
-    REPO,
-    log,
-    render,
-)
+
+# The harness first: it puts this checkout first on sys.path, for concordkv_mp below.
+from harness import REPO
+from harness.report import log, render
 from bench_server import (
     SERVER_START_SECONDS,
     SPAWN,
