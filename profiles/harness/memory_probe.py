@@ -1,7 +1,7 @@
 """The engine matrix's memory probe: one store's RSS per key, measured in a fresh process
 as engine_matrix.py's docstring says. It owns both ends: measure_memory starts the probe
-(`python -m harness.memory_probe KEY N SETTINGS DIR`) and reads its JSON line. It must
-not time anything.
+(`python -P -m harness.memory_probe KEY N SETTINGS DIR`) and reads its JSON line. It
+must not time anything.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The servers that the server scripts measure, started and stopped for real: a
 ConcordKV-MP server (`python -m concordkv_mp.cli.main serve`, LSM engine) and a
 redis-server, each on free loopback ports, in a data directory of the run, stopped by the
-run's ExitStack; and the pids of a ConcordKV-MP server's processes. It must not send the
-servers any load.
+run's ExitStack; the pids of a ConcordKV-MP server's processes; and the spawn context
+that every process the scripts start in Python comes from. It must not send the servers
+any load.
 """
 
 from __future__ import annotations
