@@ -31,7 +31,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python profiles/bench_engine.py
-	$(BIN)/python profiles/bench_engine.py --engines
+	$(BIN)/python profiles/engine_matrix.py
 	$(BIN)/python profiles/bench_server.py
 
 clean:

@@ -53,559 +53,64 @@ keeping only what the store retains, divided by K; a plain dict is measured the 
 for reference), the files per level of the three LSMs and ConcordKV-MP's write
 amplification after the settle step (from db.stats()), and each store's size on disk.
 
-With --engines the run is the engine matrix instead (profiles/engine_matrix.py): all five
-engines (lsm, btree, rbtree, hash, array) through the engine interface with fsync="none",
-a dict and a SortedDict behind the same in-memory engine path, and the raw peers dict,
-sortedcontainers' SortedDict and LevelDB, on random put, random get, 100-pair range
-scans and RSS memory per key (each store filled in a fresh subprocess), over --keys (the
-array engine over --array-keys, next to btree, dict and SortedDict at that size); it
-prints the ratios the engines are held to (btree vs SortedDict, hash vs dict, memory vs
-dict) with each target met or missed. --keys, --quick, --repeat, --phase-seconds,
---seed, --cache-mb, --memtable-mb, --markdown and --json apply to it too; --auto-snapshots
-lets the in-memory engines snapshot on their own during the fill, as they do by default.
+With --engines it runs profiles/engine_matrix.py in its place, with the other arguments:
+the five engines against each other and their peers (that script's docstring says how).
 
   python profiles/bench_engine.py [--keys N | --quick] [--repeat R] [--json FILE] [--markdown]
   python profiles/bench_engine.py --profile      # cProfile of ConcordKV-MP's phases
-  python profiles/bench_engine.py --engines [--keys N] [--array-keys M | --quick] [--repeat R]
-  python profiles/bench_engine.py --engines --profile   # cProfile of the btree and hash gets
+  python profiles/bench_engine.py --engines [ARGS...]   # = python profiles/engine_matrix.py [ARGS...]
 """
 
 from __future__ import annotations
 
 import argparse
-import bisect
-import cProfile
 import gc
-import importlib
-import importlib.metadata
-import json
 import os
-import platform
-import pstats
 import random
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
-from collections import deque
-from itertools import islice
 from pathlib import Path
 
-# Benchmark the checkout this file lives in, not some installed copy (the other scripts
-# here import this module first, and so get the same).
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from harness.arguments import add_run_arguments
+from harness.cleanup import run_directory
+from harness.environment import new_run
+from harness.phases import (
+    check_reads,
+    fill_and_settle,
+    phase_full_scan,
+    phase_get,
+    phase_mix,
+    phase_put,
+    phase_range_scan,
+    profiled,
+    store_run,
+    take_turns,
+)
+from harness.report import (
+    TRUNCATED_NOTE,
+    heading,
+    load_lines,
+    log,
+    machine_lines,
+    ops_cell,
+    publish,
+    render,
+)
+from harness.stores import LEVELS, MiB, STORE_CLASSES, ConcordKV, Store
+from harness.workload import KEY_SIZE, KEY_VALUE_OBJECTS, VALUE_SIZE, Workload
 
-MiB = 1024 * 1024
-KEY_SIZE = 16
-VALUE_SIZE = 100
-# What a store that keeps its own copies holds in key and value objects alone, per key.
-KEY_VALUE_OBJECTS = sys.getsizeof(bytes(KEY_SIZE)) + sys.getsizeof(bytes(VALUE_SIZE))
-RANGE_LEN = 100
-WRITE_FRACTION = 0.10
-CHUNK = 1000
-TARGET_FILE_SIZE = 2 * MiB
-LEVEL_BASE_SIZE = 10 * MiB
-LEVELS = 7
 MEMTABLE_PROBE_KEYS = 100_000
 PHASES = ("seq_put", "rand_put", "get_cold", "get_warm", "full_scan", "range_scan", "mix_90_10")
-
-
-# --- the workload ----------------------------------------------------------------------
-
-
-class Workload:
-    """Every key, value and operation order of one run, generated from one seed."""
-
-    def __init__(self, n: int, seed: int):
-        rng = random.Random(seed)
-        self.n = n
-        self.seq_keys = [b"%016d" % i for i in range(n)]
-        filler = bytes(VALUE_SIZE - VALUE_SIZE // 2)
-        self.seq_values = [rng.randbytes(VALUE_SIZE // 2) + filler for _ in range(n)]
-        order = list(range(n))
-        rng.shuffle(order)
-        self.rand_keys = [self.seq_keys[i] for i in order]
-        self.rand_values = [self.seq_values[i] for i in order]
-        self.cold_keys = rng.sample(self.seq_keys, n)
-        self.warm_keys = rng.sample(self.seq_keys, n)
-        last_start = max(0, n - RANGE_LEN)
-        self.range_starts = [self.seq_keys[rng.randint(0, last_start)] for _ in range(max(1, n // RANGE_LEN))]
-        self.mix_keys = [self.seq_keys[rng.randrange(n)] for _ in range(n)]
-        # None marks a get; a value marks an overwrite with that value.
-        self.mix_values = [
-            self.seq_values[rng.randrange(n)] if rng.random() < WRITE_FRACTION else None for _ in range(n)
-        ]
-
-
-# --- the stores ------------------------------------------------------------------------
-
-
-class Store:
-    """One store under test. `open` binds `put(k, v)` and `get(k)` to the fastest
-    single-key call the store's API offers, so the harness adds nothing per op."""
-
-    name = ""
-    module = ""
-    durability = ""
-    cache = ""
-
-    def __init__(self, settings: dict):
-        self.settings = settings
-        self.lib = importlib.import_module(self.module)
-        self.path = None
-
-    def open(self, path: Path) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def reopen_cold(self) -> None:
-        """Close, evict the files from the OS page cache, open again: every cache is cold."""
-        self.close()
-        drop_page_cache(self.path)
-        self.open(self.path)
-
-    def settle(self) -> None:
-        """Leave all data in files, compacted as far as the store goes."""
-
-    def scan_all(self):
-        raise NotImplementedError
-
-    def scan_range(self, start: bytes, n: int):
-        raise NotImplementedError
-
-    def files_per_level(self) -> list | None:
-        return None
-
-    def stats(self) -> dict | None:
-        return None
-
-    def version(self) -> str:
-        raise NotImplementedError
-
-
-class ConcordKV(Store):
-    name = "ConcordKV-MP"
-    module = "concordkv_mp"
-    durability = 'fsync="none": each write goes to the WAL file, no fsync'
-
-    def __init__(self, settings: dict):
-        super().__init__(settings)
-        self.cache = f"block cache {settings['cache_mb']} MiB"
-
-    def open(self, path: Path, memtable_size: int | None = None) -> None:
-        self.path = path
-        self.db = self.lib.open(
-            str(path),
-            engine="lsm",
-            fsync="none",
-            memtable_size=memtable_size or self.settings["memtable_mb"] * MiB,
-            cache_size=self.settings["cache_mb"] * MiB,
-            compression="lz4",
-            block_size=4096,
-            bloom_bits_per_key=10,
-            target_file_size=TARGET_FILE_SIZE,
-            level_base_size=LEVEL_BASE_SIZE,
-            level_size_ratio=10,
-            l0_compaction_trigger=4,
-        )
-        self.put = self.db.set
-        self.get = self.db.get
-
-    def close(self) -> None:
-        self.db.close()
-
-    def settle(self) -> None:
-        self.db.flush()
-        self.db.compact()
-
-    def scan_all(self):
-        return self.db.scan()
-
-    def scan_range(self, start, n):
-        return self.db.scan(start=start, limit=n)
-
-    def stats(self):
-        return self.db.stats()
-
-    def files_per_level(self):
-        return list(self.db.stats().get("files_per_level", []))
-
-    def version(self):
-        return f"concordkv-mp {self.lib.__version__} ({Path(self.lib.__file__).parent})"
-
-
-class LevelDB(Store):
-    name = "LevelDB"
-    module = "plyvel"
-    durability = "sync=false (default): each write goes to the log file, no fsync"
-
-    def __init__(self, settings: dict):
-        super().__init__(settings)
-        self.cache = f"LRU block cache {settings['cache_mb']} MiB"
-
-    def open(self, path):
-        self.path = path
-        self.db = self.lib.DB(
-            str(path),
-            create_if_missing=True,
-            write_buffer_size=self.settings["memtable_mb"] * MiB,
-            lru_cache_size=self.settings["cache_mb"] * MiB,
-            block_size=4096,
-            max_file_size=TARGET_FILE_SIZE,
-            compression="snappy",
-            bloom_filter_bits=10,
-        )
-        self.put = self.db.put
-        self.get = self.db.get
-
-    def close(self):
-        self.db.close()
-
-    def settle(self):
-        # plyvel passes empty slices, not NULL, for omitted bounds, so a bare
-        # compact_range() compacts the range ["", ""]: it only flushes the memtable.
-        self.db.compact_range(start=b"", stop=b"\xff" * (KEY_SIZE + 1))
-
-    def scan_all(self):
-        return self.db.iterator()
-
-    def scan_range(self, start, n):
-        return islice(self.db.iterator(start=start), n)
-
-    def files_per_level(self):
-        return [int(self.db.get_property(b"leveldb.num-files-at-level%d" % i)) for i in range(LEVELS)]
-
-    def version(self):
-        return f"plyvel {self.lib.__version__}"
-
-
-class RocksDB(Store):
-    name = "RocksDB"
-    module = "rocksdict"
-    durability = "sync=false (default): each write goes to the WAL file, no fsync"
-
-    def __init__(self, settings: dict):
-        super().__init__(settings)
-        self.cache = f"block cache {settings['cache_mb']} MiB"
-
-    def open(self, path):
-        r = self.lib
-        self.path = path
-        opts = r.Options(raw_mode=True)
-        opts.create_if_missing(True)
-        opts.set_write_buffer_size(self.settings["memtable_mb"] * MiB)
-        opts.set_target_file_size_base(TARGET_FILE_SIZE)
-        opts.set_max_bytes_for_level_base(LEVEL_BASE_SIZE)
-        opts.set_level_zero_file_num_compaction_trigger(4)
-        opts.set_compression_type(r.DBCompressionType.lz4())
-        table = r.BlockBasedOptions()
-        table.set_block_cache(r.Cache(self.settings["cache_mb"] * MiB))
-        table.set_block_size(4096)
-        table.set_bloom_filter(10, False)
-        opts.set_block_based_table_factory(table)
-        self.db = r.Rdict(str(path), opts)
-        self.put = self.db.put
-        self.get = self.db.get
-
-    def close(self):
-        self.db.close()
-
-    def settle(self):
-        self.db.flush()
-        self.db.compact_range(None, None)
-
-    def scan_all(self):
-        return self.db.items()
-
-    def scan_range(self, start, n):
-        return islice(self.db.items(from_key=start), n)
-
-    def files_per_level(self):
-        return [self.db.property_int_value(f"rocksdb.num-files-at-level{i}") for i in range(LEVELS)]
-
-    def version(self):
-        return f"rocksdict {importlib.metadata.version('rocksdict')}"
-
-
-class LMDB(Store):
-    name = "LMDB"
-    module = "lmdb"
-    durability = "sync=False, metasync=False, one write txn per put: pages written to the OS, no fsync"
-    cache = "none of its own: OS page cache (unbounded)"
-
-    def open(self, path):
-        self.path = path
-        # map_size is only an address-space reservation; 1 KiB per key is ample for 116-byte pairs.
-        self.env = self.lib.open(str(path), map_size=max(64 * MiB, 1024 * self.settings["keys"]),
-                                 sync=False, metasync=False)
-        begin = self.env.begin
-
-        def put(key, value):
-            with begin(write=True) as txn:
-                txn.put(key, value)
-
-        def get(key):
-            with begin() as txn:
-                return txn.get(key)
-
-        self.put = put
-        self.get = get
-
-    def close(self):
-        self.env.close()
-
-    def scan_all(self):
-        with self.env.begin() as txn:
-            yield from txn.cursor().iternext()
-
-    def scan_range(self, start, n):
-        with self.env.begin() as txn:
-            cursor = txn.cursor()
-            if cursor.set_range(start):
-                yield from islice(cursor.iternext(), n)
-
-    def version(self):
-        return f"py-lmdb {self.lib.__version__}, LMDB {'.'.join(map(str, self.lib.version()))}"
-
-
-class SQLite(Store):
-    name = "sqlite3"
-    module = "sqlite3"
-    durability = "WAL journal, synchronous=OFF, autocommit (one transaction per put), no fsync"
-
-    def __init__(self, settings: dict):
-        super().__init__(settings)
-        self.cache = f"page cache {settings['cache_mb']} MiB"
-
-    def open(self, path):
-        self.path = path
-        path.mkdir(parents=True, exist_ok=True)
-        self.conn = self.lib.connect(str(path / "kv.sqlite"), isolation_level=None)
-        execute = self.conn.execute
-        execute("PRAGMA journal_mode=WAL")
-        execute("PRAGMA synchronous=OFF")
-        execute(f"PRAGMA cache_size=-{self.settings['cache_mb'] * 1024}")
-        execute("CREATE TABLE IF NOT EXISTS kv(k BLOB PRIMARY KEY, v BLOB) WITHOUT ROWID")
-
-        def put(key, value):
-            execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, value))
-
-        def get(key):
-            row = execute("SELECT v FROM kv WHERE k = ?", (key,)).fetchone()
-            return row[0] if row else None
-
-        self.put = put
-        self.get = get
-
-    def close(self):
-        self.conn.close()
-
-    def settle(self):
-        # Moves every page from the WAL into the database file, sqlite's equivalent of a flush.
-        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-    def scan_all(self):
-        return self.conn.execute("SELECT k, v FROM kv ORDER BY k")
-
-    def scan_range(self, start, n):
-        return self.conn.execute("SELECT k, v FROM kv WHERE k >= ? ORDER BY k LIMIT ?", (start, n))
-
-    def version(self):
-        return f"SQLite {self.lib.sqlite_version}"
-
-
-class Dict(Store):
-    name = "dict"
-    module = "builtins"
-    durability = "none (in memory)"
-    cache = "everything in memory"
-
-    def open(self, path):
-        self.path = path
-        self.data = {}
-        self.sorted_keys = []
-        self.put = self.data.__setitem__
-        self.get = self.data.get
-
-    def close(self):
-        """Nothing to release: the dict lives until the next `open`."""
-
-    def reopen_cold(self):
-        """No persistence and no cache: the same dict stays."""
-
-    def settle(self):
-        self.sorted_keys = sorted(self.data)
-
-    def scan_all(self):
-        data = self.data
-        return ((k, data[k]) for k in self.sorted_keys)
-
-    def scan_range(self, start, n):
-        data = self.data
-        i = bisect.bisect_left(self.sorted_keys, start)
-        return ((k, data[k]) for k in self.sorted_keys[i:i + n])
-
-    def version(self):
-        return f"Python {platform.python_version()}"
-
-
-STORE_CLASSES = {"concordkv": ConcordKV, "leveldb": LevelDB, "rocksdb": RocksDB,
-                 "lmdb": LMDB, "sqlite": SQLite, "dict": Dict}
-
-
-# --- timing ----------------------------------------------------------------------------
-
-
-def run_chunks(n: int, body, budget: float) -> dict:
-    """Call body(a, b) on consecutive chunks of range(n) until done or `budget` seconds
-    of timed work are spent."""
-    clock = time.perf_counter
-    cpu0 = time.process_time()
-    per_op = []
-    spent = 0.0
-    done = 0
-    for a in range(0, n, CHUNK):
-        b = min(a + CHUNK, n)
-        t0 = clock()
-        body(a, b)
-        dt = clock() - t0
-        per_op.append(dt / (b - a))
-        spent += dt
-        done = b
-        if spent > budget:
-            break
-    per_op.sort()
-    return {
-        "ops": done,
-        "seconds": spent,
-        "process_cpu_seconds": time.process_time() - cpu0,  # all threads, untimed gaps included
-        "ops_per_sec": done / spent if spent else float("inf"),
-        "truncated": done < n,
-        "chunk_us_p50": per_op[len(per_op) // 2] * 1e6,
-        "chunk_us_p99": per_op[min(len(per_op) - 1, len(per_op) * 99 // 100)] * 1e6,
-        "chunk_us_max": per_op[-1] * 1e6,
-    }
-
-
-def phase_put(store: Store, keys, values, budget):
-    put = store.put
-
-    def body(a, b):
-        for k, v in zip(keys[a:b], values[a:b]):
-            put(k, v)
-
-    return run_chunks(len(keys), body, budget)
-
-
-def phase_get(store: Store, keys, budget):
-    get = store.get
-
-    def body(a, b):
-        for k in keys[a:b]:
-            get(k)
-
-    return run_chunks(len(keys), body, budget)
-
-
-def phase_full_scan(store: Store, n, budget):
-    pairs = None
-    counted = deque(maxlen=1)
-
-    def body(a, b):
-        nonlocal pairs
-        if pairs is None:
-            pairs = store.scan_all()
-        counted.extend(enumerate(islice(pairs, b - a), a + 1))
-
-    result = run_chunks(n, body, budget)
-    seen = counted[0][0] if counted else 0
-    if not result["truncated"] and (seen != n or next(iter(pairs), None) is not None):
-        raise AssertionError(f"{store.name}: full scan saw {seen} pairs or more, expected {n}")
-    return result
-
-
-def phase_range_scan(store: Store, starts, budget):
-    scan_range = store.scan_range
-
-    def body(a, b):
-        for start in starts[a:b]:
-            deque(scan_range(start, RANGE_LEN), maxlen=0)
-
-    return run_chunks(len(starts), body, budget)
-
-
-def phase_mix(store: Store, keys, values, budget):
-    put = store.put
-    get = store.get
-
-    def body(a, b):
-        for k, v in zip(keys[a:b], values[a:b]):
-            if v is None:
-                get(k)
-            else:
-                put(k, v)
-
-    return run_chunks(len(keys), body, budget)
+ENGINE_MATRIX = Path(__file__).with_name("engine_matrix.py")
 
 
 # --- one store's run -------------------------------------------------------------------
 
 
-def drop_page_cache(path: Path) -> None:
-    """Evict a closed store's files from the OS page cache, so a reopen reads from disk.
-    DONTNEED only drops clean pages, hence the fsync first (outside any timed phase)."""
-    for f in path.rglob("*"):
-        if f.is_file():
-            fd = os.open(f, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
-
-
 def disk_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def check_reads(store: Store, w: Workload) -> None:
-    rng = random.Random(1)
-    for i in rng.sample(range(w.n), min(w.n, 200)):
-        if store.get(w.seq_keys[i]) != w.seq_values[i]:
-            raise AssertionError(f"{store.name}: wrong value for {w.seq_keys[i]!r}")
-    start = w.range_starts[0]
-    got = [k for k, _ in store.scan_range(start, RANGE_LEN)]
-    i = bisect.bisect_left(w.seq_keys, start)
-    if got != w.seq_keys[i:i + RANGE_LEN]:
-        raise AssertionError(f"{store.name}: range scan from {start!r} returned wrong keys")
-
-
-def store_run(store: Store, budget: float):
-    """A run's record for one store, and `run(name, phase, *args)`, which times
-    phase(store, *args, budget) into record["phases"][name]."""
-    out = {"phases": {}, "loadavg_1min": [os.getloadavg()[0]]}
-
-    def run(name, phase, *args):
-        gc.collect()  # outside the timing: no store pays for the garbage of the one before
-        out["phases"][name] = phase(store, *args, budget)
-
-    return out, run
-
-
-def fill_and_settle(store: Store, out: dict, run, phase: str, keys, values) -> None:
-    """Time a fill of the open store as `phase` (see store_run); refuse one the budget cut
-    short, since reads would then miss keys; then time store.settle()."""
-    run(phase, phase_put, keys, values)
-    if out["phases"][phase]["truncated"]:
-        raise RuntimeError(f"{store.name}: {phase} did not finish within --phase-seconds; raise it")
-    t0 = time.perf_counter()
-    store.settle()
-    out["settle_seconds"] = time.perf_counter() - t0
 
 
 def bench_store(store: Store, w: Workload, root: Path, budget: float, log) -> dict:
@@ -644,36 +149,6 @@ def bench_store(store: Store, w: Workload, root: Path, budget: float, log) -> di
     shutil.rmtree(path, ignore_errors=True)
     out["loadavg_1min"].append(os.getloadavg()[0])
     return out
-
-
-def fastest_of(runs: list, phases=PHASES) -> dict:
-    """Each phase's fastest run (as timeit does: interference only ever slows a run);
-    the shape and stats of the last run."""
-    best = dict(runs[-1])
-    best["phases"] = {p: max((r["phases"][p] for r in runs), key=lambda x: x["ops_per_sec"]) for p in phases}
-    best["settle_seconds"] = min(r["settle_seconds"] for r in runs)
-    best["loadavg_1min"] = [x for r in runs for x in r["loadavg_1min"]]
-    return best
-
-
-def take_turns(entries: dict, repeat: int, bench_one, log, phases=PHASES) -> None:
-    """`repeat` rounds of entries[name]["runs"].append(bench_one(name)) over every entry
-    (a dict with "version" and "runs"), then each entry takes its fastest_of. Rounds go
-    over all stores in turn, so that a burst of load from elsewhere on the machine hits
-    one round of every store rather than every round of one store."""
-    for r in range(repeat):
-        for name, entry in entries.items():
-            if "error" in entry:
-                continue
-            log(f"{name} ({entry['version']}), run {r + 1} of {repeat}")
-            try:
-                entry["runs"].append(bench_one(name))
-            except Exception as e:  # noqa: BLE001 -- one broken store must not void the others' run
-                entry["error"] = f"{type(e).__name__}: {e}"
-                log(f"  FAILED: {entry['error']}")
-    for entry in entries.values():
-        if entry["runs"]:
-            entry.update(fastest_of(entry["runs"], phases))
 
 
 # --- MemTable memory -------------------------------------------------------------------
@@ -717,19 +192,6 @@ def measure_memtable(settings: dict, root: Path, k: int) -> dict:
 # --- profiling -------------------------------------------------------------------------
 
 
-def profiled(title: str, phase, top: int) -> None:
-    """Run `phase()` (a phase_* call) under cProfile; print the `top` functions by own
-    time. cProfile sees only the calling thread (not an engine's background threads) and
-    inflates the cost of Python calls, so its ops/s are not the benchmark's."""
-    gc.collect()
-    profile = cProfile.Profile()
-    profile.enable()
-    result = phase()
-    profile.disable()
-    print(f"\n=== {title}: {result['ops']:,} ops, {result['ops_per_sec']:,.0f}/s under cProfile ===")
-    pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(top)
-
-
 def profile_concordkv(w: Workload, settings: dict, root: Path, budget: float, top: int) -> None:
     """cProfile ConcordKV-MP's random put, warm get and full scan."""
     store = ConcordKV(settings)
@@ -745,101 +207,6 @@ def profile_concordkv(w: Workload, settings: dict, root: Path, budget: float, to
 
 
 # --- report ----------------------------------------------------------------------------
-
-
-def log(msg: str) -> None:
-    """Progress, on stderr: stdout is the report."""
-    print(msg, file=sys.stderr, flush=True)
-
-
-def machine() -> dict:
-    import psutil
-
-    cpu = platform.processor()
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": cpu,
-        "logical_cores": os.cpu_count(),
-        "physical_cores": psutil.cpu_count(logical=False),
-        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "os": f"{platform.system()} {platform.release()}",
-    }
-
-
-def checkout_revision() -> str:
-    """The commit of the code under test, and whether concordkv_mp/ differs from it."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "concordkv_mp"], cwd=REPO, capture_output=True,
-                               text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return head + (" + uncommitted changes in concordkv_mp/" if dirty else "")
-
-
-def filesystem_of(path: Path) -> str:
-    import psutil
-
-    mounts = [p for p in psutil.disk_partitions(all=True) if str(path).startswith(p.mountpoint)]
-    best = max(mounts, key=lambda p: len(p.mountpoint), default=None)
-    return f"{best.fstype} ({best.device})" if best else "unknown"
-
-
-def render(headers: list, rows: list, markdown: bool, numeric: bool = True) -> str:
-    """A table as Markdown or as aligned text; `numeric` right-aligns all but the first column."""
-    cells = [[str(c) for c in row] for row in [headers] + rows]
-    if markdown:
-        rule = ["---"] + ["---:" if numeric else "---"] * (len(headers) - 1)
-        lines = ["| " + " | ".join(cells[0]) + " |", "|" + "|".join(rule) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in cells[1:]]
-        return "\n".join(lines)
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    fmt = lambda row: "  ".join(c.rjust(w) if numeric and i else c.ljust(w)
-                                for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-    return "\n".join([fmt(cells[0]), fmt(["-" * w for w in widths])] + [fmt(row) for row in cells[1:]])
-
-
-def new_run(root: Path, settings: dict) -> dict:
-    """A run's record, before any results: where and what it runs on, and its settings."""
-    return {"machine": machine(), "filesystem": filesystem_of(root), "revision": checkout_revision(),
-            "settings": settings, "results": {}}
-
-
-def publish(run: dict, text: str, json_path: str | None) -> None:
-    """Print the report; write the whole record to `json_path` if given."""
-    print(text)
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump(run, f, indent=2, default=str)
-
-
-def heading(markdown: bool):
-    """A function that makes a section title."""
-    return (lambda title: f"### {title}") if markdown else (lambda title: f"\n== {title} ==")
-
-
-def machine_lines(run: dict, markdown: bool) -> list:
-    """The report's opening section: the machine and the revision under test."""
-    m = run["machine"]
-    return [heading(markdown)("Machine"),
-            (f"{m['cpu']}, {m['physical_cores']} physical / {m['logical_cores']} logical cores, "
-             f"{m['ram_gib']} GiB RAM, {m['python']}, {m['os']}; data on {run['filesystem']}"),
-            f"ConcordKV-MP revision: {run['revision']}"]
-
-
-def load_lines(run: dict, names: list) -> list:
-    """The range of the load average over the runs of the stores `names`, if any ran."""
-    loads = [x for n in names for x in run["results"][n]["loadavg_1min"]]
-    if not loads:
-        return []
-    return [(f"1-minute load average at the start and end of each store's runs: {min(loads):.2f} to {max(loads):.2f} "
-             f"on {run['machine']['logical_cores']} cores (this benchmark alone accounts for about 1)")]
 
 
 def report(run: dict, markdown: bool) -> str:
@@ -863,17 +230,13 @@ def report(run: dict, markdown: bool) -> str:
     out.append("Durability: ConcordKV-MP runs with fsync=\"none\" against the peers' default "
                "non-sync writes; no store fsyncs, every write reaches the OS before the call returns.")
 
-    def ops(n, phase):
-        r = results[n]["phases"][phase]
-        return f"{r['ops_per_sec']:,.0f}" + ("*" if r["truncated"] else "")
-
     out.append(section("Throughput (ops/s; full_scan in pairs/s, range_scan in 100-pair scans/s)"))
-    rows = [[p] + [ops(n, p) for n in names] for p in PHASES]
+    rows = [[p] + [ops_cell(results[n]["phases"][p]) for n in names] for p in PHASES]
     rows.append(["flush+compact s"] + [f"{results[n]['settle_seconds']:.2f}" for n in names])
     rows.append(["disk MiB"] + [f"{results[n]['disk_bytes'] / MiB:.1f}" for n in names])
     out.append(render(["phase"] + names, rows, markdown))
     if any(results[n]["phases"][p]["truncated"] for n in names for p in PHASES):
-        out.append("* phase stopped by its time budget; figure over the ops done")
+        out.append(TRUNCATED_NOTE)
 
     ours = ConcordKV.name
     peers = [n for n in names if n != ours]
@@ -926,37 +289,30 @@ def report(run: dict, markdown: bool) -> str:
 # --- main ------------------------------------------------------------------------------
 
 
+def run_engine_matrix(arguments: list) -> None:
+    """Become engine_matrix.py with `arguments`: exec, not a child process, so that Ctrl-C
+    reaches the matrix alone (it removes its stores) and its exit status is this run's."""
+    os.execv(sys.executable, [sys.executable, str(ENGINE_MATRIX), *arguments])
+
+
 def main(argv=None) -> int:
+    # --engines hands every other argument on, so it is read before this script's parser.
+    engines = argparse.ArgumentParser(add_help=False)
+    engines.add_argument("--engines", action="store_true")
+    wanted, others = engines.parse_known_args(argv)
+    if wanted.engines:
+        run_engine_matrix(others)
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--keys", type=int, default=1_000_000, help="number of keys (default 1,000,000)")
-    ap.add_argument("--quick", action="store_true", help="100,000 keys")
+    add_run_arguments(ap, quick_help="100,000 keys",
+                      profile_help="instead of the benchmark, cProfile ConcordKV-MP's rand_put, get_warm and full_scan")
     ap.add_argument("--stores", default=",".join(STORE_CLASSES),
                     help=f"comma-separated subset of {','.join(STORE_CLASSES)}")
-    ap.add_argument("--cache-mb", type=int, default=256, help="block/page cache of every store (MiB)")
-    ap.add_argument("--memtable-mb", type=int, default=4, help="memtable / write buffer of the LSMs (MiB)")
-    ap.add_argument("--phase-seconds", type=float, default=120.0, help="time budget of each phase")
-    ap.add_argument("--repeat", type=int, default=1, help="runs per store; each phase reports its fastest")
-    ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--tmpdir", default=tempfile.gettempdir(), help="where the stores' directories go")
-    ap.add_argument("--json", metavar="FILE", help="write all results to FILE")
-    ap.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
-    ap.add_argument("--profile", action="store_true",
-                    help="instead of the benchmark, cProfile ConcordKV-MP's rand_put, get_warm and full_scan")
-    ap.add_argument("--profile-top", type=int, default=15)
     ap.add_argument("--engines", action="store_true",
-                    help="instead of the LSM-vs-peers run, compare the five engines with each other and "
-                         "with dict, SortedDict and LevelDB (profiles/engine_matrix.py); with --profile, "
-                         "cProfile the btree and hash gets")
-    ap.add_argument("--array-keys", type=int, default=100_000,
-                    help="with --engines: keys for the array engine and its references (default 100,000)")
-    ap.add_argument("--auto-snapshots", action="store_true",
-                    help="with --engines: keep the in-memory engines' automatic snapshots (snapshot_wal_size "
-                         "64 MiB); by default they are off and only the settle step writes one")
+                    help="instead of the LSM-vs-peers run, run profiles/engine_matrix.py with the other arguments: "
+                         "the five engines compared with each other and with dict, SortedDict and LevelDB "
+                         "(see its --help)")
     args = ap.parse_args(argv)
-    if args.engines:
-        import engine_matrix  # imports this module back by name, for the shared helpers
-
-        return engine_matrix.main(args)
 
     n = 100_000 if args.quick else args.keys
     settings = {"keys": n, "cache_mb": args.cache_mb, "memtable_mb": args.memtable_mb,
@@ -970,8 +326,7 @@ def main(argv=None) -> int:
         except ImportError as e:
             print(f"skipping {cls.name}: cannot import {cls.module} ({e})")
 
-    root = Path(tempfile.mkdtemp(prefix="ckv-bench-", dir=args.tmpdir))
-    try:
+    with run_directory("ckv-bench-", args.tmpdir) as root:
         t0 = time.perf_counter()
         w = Workload(n, args.seed)
         log(f"workload of {n:,} keys generated in {time.perf_counter() - t0:.1f} s; stores under {root}")
@@ -984,14 +339,13 @@ def main(argv=None) -> int:
         for s in stores:
             entries[s.name] = {"version": s.version(), "durability": s.durability, "cache": s.cache, "runs": []}
         by_name = {s.name: s for s in stores}
-        take_turns(entries, args.repeat, lambda name: bench_store(by_name[name], w, root, args.phase_seconds, log), log)
+        take_turns(entries, args.repeat, lambda name: bench_store(by_name[name], w, root, args.phase_seconds, log), log,
+                   PHASES)
         if "phases" in entries.get(ConcordKV.name, {}):
             run["memtable"] = measure_memtable(settings, root, min(n, MEMTABLE_PROBE_KEYS))
 
         publish(run, report(run, args.markdown), args.json)
         return 0
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

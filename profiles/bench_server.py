@@ -62,44 +62,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib.metadata
 import itertools
-import multiprocessing
 import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from array import array
 from pathlib import Path
 
-import msgpack
-import psutil
 import zmq
-from bench_engine import (  # first: it puts this checkout first on sys.path, for concordkv_mp below
-    REPO,
-    heading,
-    log,
-    machine_lines,
-    new_run,
-    publish,
-    render,
-)
+
+# The harness first: it puts this checkout first on sys.path, for concordkv_mp below.
+from harness.call_timing import summary, time_async, time_calls, time_pipelines, time_window
+from harness.cleanup import cleanup_scope, run_script
+from harness.client_processes import ClientGroup
+from harness.environment import new_run
+from harness.report import heading, log, machine_lines, publish, render
+from harness.server_cpu import CpuMeter, metered, with_server_cpu
+from harness.servers import REDIS_CONF, SERVER_START_SECONDS, server_processes, start_concordkv, start_redis
+from harness.workload import KEY_SIZE, VALUE_SIZE, sequential_keys
+from harness.zmq_echo import start_echo
 
 import concordkv_mp
 
-KEY_SIZE = 16
-VALUE_SIZE = 100
 BATCH = 1000
-SERVER_START_SECONDS = 60.0
-REDIS_CONF = ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
-# spawn, not fork: the parent holds ZeroMQ contexts, which a forked child must not inherit.
-SPAWN = multiprocessing.get_context("spawn")
 
 WORKLOADS = ("set", "get", "mset", "mget", "concurrent")
 # (label, numerator (client, workload), denominator (client, workload), target);
@@ -146,7 +135,7 @@ class Workload:
     def __init__(self, n: int, batches: int, seed: int):
         rng = random.Random(seed)
         self.n = n
-        self.keys = [b"%016d" % i for i in range(n)]
+        self.keys = sequential_keys(n)
         self.values = [rng.randbytes(VALUE_SIZE) for _ in range(n)]
         self.value_of = dict(zip(self.keys, self.values))
         order = rng.sample(range(n), n)
@@ -158,320 +147,12 @@ class Workload:
         self.mget_args = [(rng.sample(self.keys, BATCH),) for _ in range(batches)]
 
 
-# --- timing ----------------------------------------------------------------------------
-
-
-def summary(calls: int, keys_per_call: int, wall: float, cpu: float, latencies) -> dict:
-    """One run's figures; an op is a key, so a batch call of 1,000 keys is 1,000 ops."""
-    latencies = sorted(latencies)
-    ops = calls * keys_per_call
-    return {
-        "ops": ops,
-        "calls": calls,
-        "seconds": wall,
-        "ops_per_sec": ops / wall,
-        "calls_per_sec": calls / wall,
-        "p50_us": latencies[len(latencies) // 2] * 1e6,
-        "p99_us": latencies[min(len(latencies) - 1, len(latencies) * 99 // 100)] * 1e6,
-        "client_cpu_us_per_op": cpu / ops * 1e6,
-    }
-
-
-def time_calls(call, args: list, keys_per_call: int = 1) -> dict:
-    """Call call(*a) for each tuple a of `args`, one at a time."""
-    clock = time.perf_counter
-    latencies = array("d")
-    record = latencies.append
-    cpu0 = time.process_time()
-    start = clock()
-    for a in args:
-        t0 = clock()
-        call(*a)
-        record(clock() - t0)
-    wall = clock() - start
-    return summary(len(args), keys_per_call, wall, time.process_time() - cpu0, latencies)
-
-
-def time_window(send, recv, requests: list, window: int) -> dict:
-    """Keep `window` requests outstanding: send(i, request) sends request i, recv() returns
-    the index of one that completed."""
-    clock = time.perf_counter
-    sent = [0.0] * len(requests)
-    latencies = array("d")
-    cpu0 = time.process_time()
-    start = clock()
-    n = len(requests)
-    first = min(window, n)
-    for i in range(first):
-        sent[i] = clock()
-        send(i, requests[i])
-    for i in range(first, n + first):
-        done = recv()
-        latencies.append(clock() - sent[done])
-        if i < n:
-            sent[i] = clock()
-            send(i, requests[i])
-    wall = clock() - start
-    return summary(n, 1, wall, time.process_time() - cpu0, latencies)
-
-
-def time_pipelines(make_pipeline, add, requests: list, window: int) -> dict:
-    """redis-py pipelines of `window` commands: add(pipe, request) queues one; each
-    command's latency is its pipeline's round trip."""
-    clock = time.perf_counter
-    latencies = array("d")
-    chunks = [requests[first : first + window] for first in range(0, len(requests), window)]
-    cpu0 = time.process_time()
-    start = clock()
-    for chunk in chunks:
-        t0 = clock()
-        pipe = make_pipeline()
-        for request in chunk:
-            add(pipe, request)
-        pipe.execute()
-        latencies.extend([clock() - t0] * len(chunk))
-    wall = clock() - start
-    return summary(len(requests), 1, wall, time.process_time() - cpu0, latencies)
-
-
-async def time_async(call, args: list, window: int) -> dict:
-    """`window` coroutines taking calls from one shared list: `window` requests in flight."""
-    clock = time.perf_counter
-    latencies = array("d")
-    pending = iter(args)
-
-    async def worker():
-        for a in pending:
-            t0 = clock()
-            await call(*a)
-            latencies.append(clock() - t0)
-
-    cpu0 = time.process_time()
-    start = clock()
-    await asyncio.gather(*(worker() for _ in range(window)))
-    wall = clock() - start
-    return summary(len(args), 1, wall, time.process_time() - cpu0, latencies)
-
-
-# --- servers ---------------------------------------------------------------------------
-
-
-def free_port_block(count: int) -> int:
-    """A port p with p .. p+count-1 all free on 127.0.0.1 (ConcordKV-MP's partitions listen
-    on the ports after the front's)."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count > 65535:
-            continue
-        try:
-            with contextlib.ExitStack() as held:
-                for port in range(base, base + count):
-                    s = held.enter_context(socket.socket())
-                    s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError(f"no block of {count} free ports found")
-
-
-def stop_process(process: subprocess.Popen, timeout: float = 20.0) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def wait_until(ready, process, what: str, log_path: Path) -> None:
-    """Poll ready() (which raises until the server answers) while `process` lives."""
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while True:
-        if process.poll() is not None:
-            log = log_path.read_text()[-2000:] if log_path.exists() else "(none written)"
-            raise RuntimeError(f"{what} exited with {process.returncode} at start; log:\n{log}")
-        try:
-            ready()
-            return
-        except Exception:  # noqa: BLE001 -- any failure means "not yet"
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not answer within {SERVER_START_SECONDS:.0f} s") from None
-            time.sleep(0.1)
-
-
-def start_concordkv(stack: contextlib.ExitStack, root: Path, partitions: int, fsync: str):
-    """(endpoint, Popen) of a fresh server in root/concordkv, stopped by `stack`."""
-    port = free_port_block(partitions + 1)
-    endpoint = f"tcp://127.0.0.1:{port}"
-    log_path = root / "concordkv.log"
-    command = [sys.executable, "-m", "concordkv_mp.cli.main", "serve", "--data-dir", str(root / "concordkv"),
-               "--endpoint", endpoint, "--partitions", str(partitions), "--fsync", fsync, "--engine", "lsm"]
-    with open(log_path, "wb") as log:
-        # A session of its own: Ctrl-C reaches only this script, which then stops the
-        # server in order through SIGTERM (the supervisor's clean shutdown).
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
-                                   env={**os.environ, "PYTHONPATH": str(REPO)})
-    stack.callback(stop_process, process)
-    wait_until(lambda: concordkv_mp.connect(endpoint, timeout=1).close(), process, "concordkv serve", log_path)
-    return endpoint, process
-
-
-def start_redis(stack: contextlib.ExitStack, root: Path, executable: str):
-    """(port, Popen) of a redis-server in root/redis with the durability of REDIS_CONF."""
-    import redis
-
-    port = free_port_block(1)
-    directory = root / "redis"
-    directory.mkdir()
-    log_path = root / "redis.log"
-    command = [executable, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-               "--daemonize", "no", "--logfile", str(log_path), *REDIS_CONF]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
-    stack.callback(stop_process, process)
-    wait_until(lambda: redis.Redis(port=port, socket_timeout=1).ping(), process, "redis-server", log_path)
-    return port, process
-
-
-def echo_server(port: int) -> None:
-    """The raw pyzmq peer: one ROUTER, decode each msgpack request, reply [id, 0, result]
-    with a dict as the store, exactly the reply shape of a partition."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it; Ctrl-C must not
-    context = zmq.Context()
-    router = context.socket(zmq.ROUTER)
-    router.bind(f"tcp://127.0.0.1:{port}")
-    pack = msgpack.Packer(use_bin_type=True).pack
-    unpackb = msgpack.unpackb
-    store = {}
-    while True:
-        envelope, body = router.recv_multipart()
-        request = unpackb(body, raw=False)
-        op = request[1]
-        if op == "get":
-            result = store.get(request[2])
-        elif op == "set":
-            store[request[2]] = request[3]
-            result = None
-        else:  # ping
-            result = "pong"
-        router.send_multipart([envelope, pack((request[0], 0, result))])
-
-
-class EchoClient:
-    """The wire work of our sync client and nothing else: pack, send, receive, unpack."""
-
-    def __init__(self, context, port: int):
-        self.socket = context.socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.connect(f"tcp://127.0.0.1:{port}")
-        self.pack = msgpack.Packer(use_bin_type=True).pack
-        self.ids = 0
-
-    def call(self, *request):
-        self.ids += 1
-        self.socket.send(self.pack((self.ids, *request)))
-        return msgpack.unpackb(self.socket.recv(), raw=False)[2]
-
-    def get(self, key):
-        return self.call("get", key)
-
-    def set(self, key, value):
-        self.call("set", key, value)
-
-    def mset(self, mapping: dict) -> None:
-        """The echo peer has no batches: one call per pair (used only to preload)."""
-        for key, value in mapping.items():
-            self.set(key, value)
-
-    def send(self, index: int, request: tuple) -> None:
-        self.socket.send(self.pack((index, *request)))
-
-    def recv(self) -> int:
-        return msgpack.unpackb(self.socket.recv(), raw=False)[0]
-
-    def close(self) -> None:
-        self.socket.close(0)
-
-
-def start_echo(stack: contextlib.ExitStack, context) -> tuple:
-    """(client, process) of the echo peer in its own process, stopped by `stack`."""
-    port = free_port_block(1)
-    process = SPAWN.Process(target=echo_server, args=(port,), daemon=True, name="bench-echo")
-    process.start()
-    stack.callback(lambda: (process.terminate(), process.join()))
-    client = EchoClient(context, port)
-    stack.callback(client.close)
-    client.socket.setsockopt(zmq.RCVTIMEO, int(SERVER_START_SECONDS * 1000))
-    client.call("ping")
-    client.socket.setsockopt(zmq.RCVTIMEO, -1)
-    return client, process
-
-
-# --- server CPU ------------------------------------------------------------------------
-
-
-def server_processes(endpoint: str) -> dict:
-    """{"front": pid, "partition 0": pid, ...}: every process of a ConcordKV-MP server."""
-    with concordkv_mp.connect(endpoint, timeout=5) as client:
-        table = client.status()["processes"]
-    processes = {row["role"] + ("" if row["index"] is None else f" {row['index']}"): row["pid"] for row in table}
-    down = [name for name, pid in processes.items() if pid is None]
-    if down:  # psutil.Process(None) would be this process: its CPU would pass for the server's
-        raise RuntimeError(f"server processes not running: {', '.join(down)}")
-    return processes
-
-
-class CpuMeter:
-    """CPU seconds of a server's processes, by name ("front", "partition 0", ...)."""
-
-    def __init__(self, processes: dict):
-        self.processes = {name: psutil.Process(pid) for name, pid in processes.items()}
-
-    def read(self) -> dict:
-        out = {}
-        for name, process in self.processes.items():
-            try:
-                times = process.cpu_times()
-                out[name] = times.user + times.system
-            except psutil.Error:
-                out[name] = 0.0
-        return out
-
-
-def measured(meter: CpuMeter, run) -> dict:
-    """run() -> a summary, with the server's CPU over the run (see with_server_cpu)."""
-    before = meter.read()
-    result = run()
-    return with_server_cpu(result, before, meter.read())
-
-
-def metered(meter: CpuMeter, runs: dict) -> dict:
-    """{workload: run} -> {workload: a function that runs it `measured`}."""
-    return {workload: (lambda run=run: measured(meter, run)) for workload, run in runs.items()}
-
-
-def with_server_cpu(result: dict, before: dict, after: dict) -> dict:
-    """`result` with the server's CPU per op (total and by process) between the meter's
-    readings `before` and `after`, and each process's share of one core over the run's
-    wall time."""
-    spent = {name: after[name] - before[name] for name in after}
-    result["server_cpu_us_per_op"] = sum(spent.values()) / result["ops"] * 1e6
-    result["server_cpu_by_process"] = {
-        name: {"us_per_op": s / result["ops"] * 1e6, "core_percent": 100 * s / result["seconds"]}
-        for name, s in spent.items()
-    }
-    return result
-
-
 # --- 8 concurrent clients --------------------------------------------------------------
 
 
 def mixed_client(kind: str, address, keys: list, values: list, seconds: float, seed: int, barrier, results) -> None:
     """One client process of the concurrent run: GETs and SETs 50/50 over `keys` for
     `seconds`, starting when all have connected; puts its summary on `results`."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it; Ctrl-C must not
     if kind == "concordkv":
         client = concordkv_mp.connect(address, timeout=30, local=False)
     else:
@@ -507,27 +188,19 @@ def mixed_client(kind: str, address, keys: list, values: list, seconds: float, s
 def run_concurrent(kind: str, address, w: Workload, clients: int, seconds: float, seed: int, meter: CpuMeter) -> dict:
     """The summary of `clients` mixed_client processes, measured (as by `measured`) from
     the barrier that starts them to the last one's result."""
-    barrier = SPAWN.Barrier(clients + 1)  # this process too: it reads the server's CPU as the load starts
-    results = SPAWN.Queue()
-    processes = [SPAWN.Process(target=mixed_client, daemon=True, name=f"bench-client-{i}",
-                               args=(kind, address, w.keys, w.values, seconds, seed + i, barrier, results))
-                 for i in range(clients)]
+    group = ClientGroup(mixed_client, clients, "bench-client",
+                        lambda i: (kind, address, w.keys, w.values, seconds, seed + i))
     try:
-        for process in processes:
-            process.start()
+        group.start()
         # Start-up (interpreter, imports, connect) comes before the barrier and is not
         # timed, nor is the server's CPU for it counted.
-        barrier.wait(SERVER_START_SECONDS)
+        group.release()
         before = meter.read()
-        parts = [results.get(timeout=SERVER_START_SECONDS + seconds) for _ in processes]
+        parts = group.collect(SERVER_START_SECONDS + seconds)
         after = meter.read()
-        for process in processes:
-            process.join()
+        group.join()
     finally:
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-                process.join()
+        group.stop()
     ops = sum(p["ops"] for p in parts)
     wall = max(p["seconds"] for p in parts)
     latencies = array("d")
@@ -743,32 +416,6 @@ def report(run: dict, markdown: bool) -> str:
 
 
 # --- main ------------------------------------------------------------------------------
-
-
-def interrupted(signum, frame):
-    """SIGTERM takes the way out of Ctrl-C, through every cleanup of the ExitStack."""
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def cleanup_scope(prefix: str, tmpdir: str):
-    """(stack, root): an ExitStack that undoes what is started on it and then removes
-    `root`, a fresh directory under `tmpdir`, also on Ctrl-C or SIGTERM."""
-    signal.signal(signal.SIGTERM, interrupted)
-    root = Path(tempfile.mkdtemp(prefix=prefix, dir=tmpdir))
-    with contextlib.ExitStack() as stack:
-        stack.callback(shutil.rmtree, root, ignore_errors=True)
-        yield stack, root
-
-
-def run_script(main) -> None:
-    """Exit with main()'s status, or with 130 on Ctrl-C or SIGTERM."""
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # cleanup_scope has stopped and removed everything by now
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -1,9 +1,12 @@
 """The engine matrix: ConcordKV-MP's five engines against each other and their peers.
 
-Run by `bench_engine.py --engines` (its docstring lists the flags). This module owns the
-matrix's stores, phases, memory probe, report and get profile; it borrows the workload,
-the timing loop, the dict and LevelDB stores and the report helpers from bench_engine.
-It also runs as a script, but only as the memory probe's subprocess (`measure_memory`).
+All five engines (lsm, btree, rbtree, hash, array) through the engine interface with
+fsync="none", a dict and a SortedDict behind the same in-memory engine path, and the raw
+peers dict, sortedcontainers' SortedDict and LevelDB, on random put, random get, 100-pair
+range scans and RSS memory per key (each store filled in a fresh subprocess), over --keys
+(the array engine over --array-keys, next to btree, dict and SortedDict at that size); it
+prints the ratios the engines are held to (btree vs SortedDict, hash vs dict, memory vs
+dict) with each target met or missed. `bench_engine.py --engines` runs this script.
 
 Stores, each filled from empty in a fresh directory:
   lsm, btree, rbtree, hash   the engines through the engine interface (`write([(k, v)])`,
@@ -12,16 +15,18 @@ Stores, each filled from empty in a fresh directory:
   array                      the same, over --array-keys (a put is O(n) there), next to
                              btree, dict and SortedDict at that size ("@M" rows)
   dict (same path), SortedDict (same path)
-                             `MemoryEngine` around `DictIndex` / `SortedDictIndex` below:
-                             the in-memory engines' WAL, mutex and scan views with the
-                             fastest maps Python has behind them, so that a ratio to them
-                             compares the index alone
+                             `MemoryEngine` around `DictIndex` / `SortedDictIndex` (in
+                             harness/engine_stores.py): the in-memory engines' WAL,
+                             mutex and scan views with the fastest maps Python has
+                             behind them, so that a ratio to them compares the index alone
   dict, SortedDict, LevelDB  the raw peers through their own APIs: d[k] = v, d.get, ranges
                              by bisect in a sorted key list built after the fill; sd[k] = v,
                              sd.get, ranges by sd.irange(start) and sd[k]; plyvel with
                              sync=False and bench_engine's LevelDB settings
+                             (harness/stores.py)
 
-Phases, on bench_engine's Workload (16-byte keys, 100-byte values, one seed for all):
+Phases, on bench_engine's Workload (harness/workload.py: 16-byte keys, 100-byte values,
+one seed for all):
   put        N puts in random order into the fresh store
   (settle)   untimed: engines compact (lsm: flush and full compaction; in-memory: a
              snapshot), LevelDB compacts, the dict sorts its keys for ranges
@@ -42,58 +47,40 @@ ordered engines (the snapshot thread shares the GIL and writers save pre-images)
 brings hash and the DictIndex baseline to about 2,000 puts/s, since every chunk the
 snapshot reads re-sorts all keys (each insert drops their sorted-key cache). The puts'
 own cost would be lost in that, and the run would not fit its time budget.
-Timing is bench_engine's: 1,000-op chunks, a budget per phase (--phase-seconds), the
-fastest of --repeat rounds, with the stores taking turns within a round.
+Timing is bench_engine's (harness/phases.py): 1,000-op chunks, a budget per phase
+(--phase-seconds), the fastest of --repeat rounds, with the stores taking turns within a
+round.
+
+  python profiles/engine_matrix.py [--keys N] [--array-keys M | --quick] [--repeat R] [--json FILE] [--markdown]
+  python profiles/engine_matrix.py --profile   # cProfile of the btree and hash gets
 """
 
 from __future__ import annotations
 
-import ctypes
-import gc
-import json
+import argparse
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from bisect import bisect_left
 from itertools import islice
 from pathlib import Path
 from types import SimpleNamespace
 
-from bench_engine import (
-    KEY_SIZE,
-    KEY_VALUE_OBJECTS,
-    VALUE_SIZE,
-    Dict,
-    LevelDB,
-    MiB,
-    Store,
-    Workload,
-    check_reads,
-    fill_and_settle,
-    heading,
-    load_lines,
-    log,
-    machine_lines,
-    new_run,
-    phase_get,
-    phase_range_scan,
-    profiled,
-    publish,
-    render,
-    store_run,
-    take_turns,
-)
-from sortedcontainers import SortedDict
+# The harness first: it puts this checkout first on sys.path, for concordkv_mp below.
+from harness.arguments import add_run_arguments
+from harness.cleanup import run_directory
+from harness.engine_stores import ENGINES, STORES, DictIndex
+from harness.environment import new_run
+from harness.memory_probe import measure_memory
+from harness.phases import check_reads, fill_and_settle, phase_get, phase_range_scan, profiled, store_run, take_turns
+from harness.report import TRUNCATED_NOTE, heading, load_lines, log, machine_lines, ops_cell, publish, render
+from harness.stores import MiB, Store
+from harness.workload import KEY_SIZE, KEY_VALUE_OBJECTS, VALUE_SIZE, Workload
 
-from concordkv_mp.engines import open_engine
 from concordkv_mp.engines.memory.btree import BPlusTree
 from concordkv_mp.engines.memory.engine import MemoryEngine
 from concordkv_mp.engines.memory.hash_table import HashTable
-from concordkv_mp.engines.memory.invariant import InvariantError
 from concordkv_mp.io.fs import DEFAULT_FS
 from concordkv_mp.options import StorageOptions
 
@@ -102,204 +89,6 @@ PHASES = ("put", "get", "range100")
 NO_AUTO_SNAPSHOT = 1 << 40
 GET_TARGET = RANGE_TARGET = 0.5  # engine ops/s over its peer's, at least
 MEMORY_TARGET = 3.0  # engine bytes per key over a dict's, at most
-WARM_UP_KEYS = 1000  # the memory probe's throwaway fill
-
-
-# --- baseline indexes: the fastest Python maps behind MemoryEngine -----------------------
-
-
-class _MapIndex:
-    """What the two baselines share: a map in `_data` whose get and put are the map's."""
-
-    __slots__ = ("_data",)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def get(self, key):
-        return self._data.get(key)
-
-    def put(self, key, value):
-        data = self._data
-        old = data.get(key)
-        data[key] = value
-        if old is None:
-            self._key_set_changed()
-        return old
-
-    def remove(self, key):
-        old = self._data.pop(key, None)
-        if old is not None:
-            self._key_set_changed()
-        return old
-
-    def _key_set_changed(self):
-        """Drop whatever depends on the set of keys; nothing, unless overridden."""
-
-
-class DictIndex(_MapIndex):
-    """A dict under the index contract; ranges bisect a sorted key list, cached until the
-    key set changes. A benchmark baseline: `validate` checks only that cache."""
-
-    name = "dict"
-    __slots__ = ("_sorted",)
-
-    def __init__(self):
-        self._data = {}
-        self._sorted = None
-
-    def _key_set_changed(self):
-        self._sorted = None
-
-    def range_list(self, start, end, reverse, limit):
-        keys = self._sorted
-        if keys is None:
-            keys = self._sorted = sorted(self._data)
-        lo = 0 if start is None else bisect_left(keys, start)
-        hi = len(keys) if end is None else bisect_left(keys, end)
-        chosen = keys[max(lo, hi - limit):hi][::-1] if reverse else keys[lo:min(hi, lo + limit)]
-        data = self._data
-        return [(k, data[k]) for k in chosen]
-
-    def load_sorted(self, keys, values):
-        self._data = dict(zip(keys, values))
-        self._sorted = None
-
-    def clear(self):
-        self._data = {}
-        self._sorted = None
-
-    def structure_stats(self):
-        return {"sorted_key_cache": self._sorted is not None}
-
-    def container_bytes(self):
-        return sys.getsizeof(self._data) + (sys.getsizeof(self._sorted) if self._sorted is not None else 0)
-
-    def validate(self):
-        if self._sorted is not None and self._sorted != sorted(self._data):
-            raise InvariantError("the sorted key cache is stale")
-
-
-class SortedDictIndex(_MapIndex):
-    """sortedcontainers' SortedDict under the index contract; ranges by irange."""
-
-    name = "sorteddict"
-    __slots__ = ()
-
-    def __init__(self):
-        self._data = SortedDict()
-
-    def range_list(self, start, end, reverse, limit):
-        data = self._data
-        keys = data.irange(start, end, inclusive=(True, False), reverse=reverse)
-        return [(k, data[k]) for k in islice(keys, limit)]
-
-    def load_sorted(self, keys, values):
-        self._data = SortedDict(zip(keys, values))
-
-    def clear(self):
-        self._data.clear()
-
-    def structure_stats(self):
-        return {"sublists": len(self._data._list._lists)}
-
-    def container_bytes(self):
-        # The dict, plus the SortedList of keys: its list of sublists, the sublists, and
-        # its per-sublist maxima (the positional index is built only by index lookups).
-        keys = self._data._list
-        return (sys.getsizeof(self._data) + sys.getsizeof(keys._lists) + sys.getsizeof(keys._maxes)
-                + sum(map(sys.getsizeof, keys._lists)))
-
-    def validate(self):
-        try:
-            self._data._check()  # sortedcontainers' own consistency check
-        except AssertionError as exc:
-            raise InvariantError(f"SortedDict: {exc}") from None
-
-
-# --- the stores --------------------------------------------------------------------------
-
-
-class EngineStore(Store):
-    """An engine through the engine interface: `Database` minus its argument checks."""
-
-    module = "concordkv_mp"
-    durability = 'fsync="none": each write goes to the WAL file, no fsync'
-
-    def __init__(self, settings: dict, name: str, make_index=None):
-        super().__init__(settings)
-        self.name = name
-        self.make_index = make_index  # None: the engine called `name`, from open_engine
-
-    def open(self, path):
-        self.path = path
-        s = self.settings
-        # memtable_size and cache_size concern only lsm (the in-memory engines size their
-        # WAL buffer by memtable_size: the default either way); snapshot_wal_size only the others.
-        options = StorageOptions(fsync="none", memtable_size=s["memtable_mb"] * MiB, cache_size=s["cache_mb"] * MiB,
-                                 snapshot_wal_size=s["snapshot_wal_size"])
-        if self.make_index is None:
-            self.engine = open_engine(self.name, str(path), options, DEFAULT_FS)
-        else:
-            self.engine = MemoryEngine(str(path), options, DEFAULT_FS, self.make_index())
-        write = self.engine.write
-
-        def put(key, value):
-            write([(key, value)])
-
-        self.put = put
-        self.get = self.engine.get
-
-    def close(self):
-        self.engine.close()
-
-    def settle(self):
-        self.engine.compact()
-
-    def scan_range(self, start, n):
-        return islice(self.engine.scan(start, None, False), n)
-
-    def stats(self):
-        return self.engine.stats()
-
-    def version(self):
-        inside = f"MemoryEngine around {self.make_index.__name__}" if self.make_index else "engine"
-        return f"concordkv-mp {self.lib.__version__} {inside}"
-
-
-class SortedDictStore(Store):
-    name = "SortedDict"
-    module = "sortedcontainers"
-    durability = "none (in memory)"
-
-    def open(self, path):
-        self.path = path
-        self.data = self.lib.SortedDict()
-        self.put = self.data.__setitem__
-        self.get = self.data.get
-
-    def close(self):
-        """Nothing to release."""
-
-    def scan_range(self, start, n):
-        data = self.data
-        return ((k, data[k]) for k in islice(data.irange(start), n))
-
-    def version(self):
-        return f"sortedcontainers {self.lib.__version__}"
-
-
-ENGINES = ("lsm", "btree", "rbtree", "hash", "array")
-# key -> (row name, factory(settings) -> Store). A run makes a fresh store, so that the
-# data of one is freed before the next fills.
-STORES = {
-    **{e: (e, lambda s, e=e: EngineStore(s, e)) for e in ENGINES},
-    "dict-path": ("dict (same path)", lambda s: EngineStore(s, "dict (same path)", DictIndex)),
-    "sorteddict-path": ("SortedDict (same path)", lambda s: EngineStore(s, "SortedDict (same path)", SortedDictIndex)),
-    "dict": ("dict", Dict),
-    "sorteddict": ("SortedDict", SortedDictStore),
-    "leveldb": ("LevelDB", LevelDB),
-}
 ON_DISK = ("lsm", "leveldb")  # their data is in files: their memory is buffers, caches and indexes
 FULL_SIZE = ("lsm", "btree", "rbtree", "hash", "dict-path", "sorteddict-path", "dict", "sorteddict", "leveldb")
 ARRAY_SIZE = ("array", "btree", "dict", "sorteddict")
@@ -324,67 +113,6 @@ def bench_store(store: Store, w: Workload, path: Path, budget: float, log) -> di
         + f", settle {out['settle_seconds']:.2f} s")
     return out
 
-
-# --- memory per key ----------------------------------------------------------------------
-
-
-def settled_memory() -> dict:
-    """RSS and its anonymous part (the heap, no mapped files), in bytes, with freed
-    memory handed back first."""
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    fields = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "RssAnon"):
-                fields[name] = int(value.split()[0]) * 1024
-    return {"rss": fields["VmRSS"], "anon": fields["RssAnon"]}
-
-
-def probe_memory(key: str, n: int, settings: dict, directory: Path) -> dict:
-    """The memory probe, in its own process: see the module docstring."""
-    make = STORES[key][1]
-    w = Workload(n, settings["seed"])
-    warm_up = make(settings)
-    warm_up.open(directory / "warm-up")
-    for k, v in zip(w.rand_keys[:WARM_UP_KEYS], w.rand_values):
-        warm_up.put(k, v)
-    warm_up.settle()
-    warm_up.close()
-    del warm_up
-    shutil.rmtree(directory / "warm-up", ignore_errors=True)  # the in-memory peers make none
-
-    store = make(settings)
-    before = settled_memory()
-    store.open(directory / "store")
-    put = store.put
-    for k, v in zip(w.rand_keys, w.rand_values):
-        put(bytes(memoryview(k)), bytes(memoryview(v)))
-    if not isinstance(store, Dict):
-        store.settle()
-    after = settled_memory()
-    stats = store.stats() or {}
-    store.close()
-    return {
-        "keys": n,
-        "rss_bytes_per_key": (after["rss"] - before["rss"]) / n,
-        "anon_bytes_per_key": (after["anon"] - before["anon"]) / n,
-        "engine_bytes_per_key": stats["memory_bytes"] / stats["count"] if "memory_bytes" in stats else None,
-    }
-
-
-def measure_memory(key: str, n: int, settings: dict, root: Path) -> dict:
-    directory = root / f"memory-{key}-{n}"
-    directory.mkdir()
-    try:
-        proc = subprocess.run([sys.executable, __file__, key, str(n), json.dumps(settings), str(directory)],
-                              capture_output=True, text=True, check=False)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-    if proc.returncode:
-        raise RuntimeError(f"memory probe of {key} failed: {proc.stderr.strip().splitlines()[-1:]}")
-    return json.loads(proc.stdout)
 
 
 # --- profile -----------------------------------------------------------------------------
@@ -509,18 +237,14 @@ def report(run: dict, markdown: bool) -> str:
             if failure in r:
                 out.append(f"{n}: FAILED: {r[failure]}")
 
-    def ops(r, p):
-        x = r["phases"][p]
-        return f"{x['ops_per_sec']:,.0f}" + ("*" if x["truncated"] else "")
-
     timed = {n: r for n, r in results.items() if "phases" in r}
     out += load_lines(run, list(timed))
     out.append(section("Throughput (ops/s; range100 in 100-pair scans/s)"))
     out.append(render(["store", "keys", "put", "get", "range100", "settle s"],
-                      [[n, f"{r['keys']:,}"] + [ops(r, p) for p in PHASES] + [f"{r['settle_seconds']:.2f}"]
+                      [[n, f"{r['keys']:,}"] + [ops_cell(r["phases"][p]) for p in PHASES] + [f"{r['settle_seconds']:.2f}"]
                        for n, r in timed.items()], markdown))
     if any(r["phases"][p]["truncated"] for r in timed.values() for p in PHASES):
-        out.append("* phase stopped by its time budget; figure over the ops done")
+        out.append(TRUNCATED_NOTE)
 
     measured = {n: r["memory"] for n, r in results.items() if "memory" in r}
     rows = []
@@ -548,16 +272,23 @@ def report(run: dict, markdown: bool) -> str:
 # --- main ----------------------------------------------------------------------------------
 
 
-def main(args) -> int:
-    """`bench_engine.py --engines`: `args` are bench_engine's parsed arguments."""
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_run_arguments(ap, quick_help="100,000 keys, 10,000 for array",
+                      profile_help="instead of the matrix, cProfile the btree and hash gets")
+    ap.add_argument("--array-keys", type=int, default=100_000,
+                    help="keys for the array engine and its references (default 100,000)")
+    ap.add_argument("--auto-snapshots", action="store_true",
+                    help="keep the in-memory engines' automatic snapshots (snapshot_wal_size 64 MiB); "
+                         "by default they are off and only the settle step writes one")
+    args = ap.parse_args(argv)
     n = 100_000 if args.quick else args.keys
     m = 10_000 if args.quick else args.array_keys
     settings = {"keys": n, "array_keys": m, "cache_mb": args.cache_mb, "memtable_mb": args.memtable_mb,
                 "phase_seconds": args.phase_seconds, "seed": args.seed, "repeat": args.repeat,
                 "snapshot_wal_size": StorageOptions().snapshot_wal_size if args.auto_snapshots else NO_AUTO_SNAPSHOT}
     started = time.perf_counter()
-    root = Path(tempfile.mkdtemp(prefix="ckv-matrix-", dir=args.tmpdir))
-    try:
+    with run_directory("ckv-matrix-", args.tmpdir) as root:
         if args.profile:
             profile_gets(Workload(n, args.seed), root, args.phase_seconds, args.profile_top)
             return 0
@@ -587,13 +318,7 @@ def main(args) -> int:
         run["seconds"] = time.perf_counter() - started
         publish(run, report(run, args.markdown), args.json)
         return 0
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 5:
-        sys.exit("engine_matrix.py runs only as bench_engine.py's memory probe; "
-                 "the matrix is: python profiles/bench_engine.py --engines [--help]")
-    key, n, settings, directory = sys.argv[1:]
-    print(json.dumps(probe_memory(key, int(n), json.loads(settings), Path(directory))))
+    sys.exit(main())

@@ -42,7 +42,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -52,21 +51,15 @@ from collections import Counter
 from pathlib import Path
 
 import psutil
-from bench_engine import (  # first: it puts this checkout first on sys.path
-    REPO,
-    log,
-    render,
-)
-from bench_server import (
-    SERVER_START_SECONDS,
-    SPAWN,
-    VALUE_SIZE,
-    CpuMeter,
-    cleanup_scope,
-    run_script,
-    server_processes,
-    start_concordkv,
-)
+
+# The harness first: it puts this checkout first on sys.path, for concordkv_mp below.
+from harness import REPO
+from harness.cleanup import cleanup_scope, run_script
+from harness.client_processes import ClientGroup
+from harness.report import log, render
+from harness.server_cpu import CpuMeter
+from harness.servers import server_processes, start_concordkv
+from harness.workload import VALUE_SIZE, sequential_keys
 
 import concordkv_mp
 
@@ -82,7 +75,6 @@ TOP = 10
 def load_client(endpoint: str, direct: bool, keys: list, seconds: float, seed: int, barrier, results) -> None:
     """One client process: the MIX of operations over `keys` for `seconds` after the
     barrier; puts (counts by kind, seconds, CPU seconds) on `results`."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it; Ctrl-C must not
     client = concordkv_mp.connect(endpoint, timeout=30, direct=direct)
     rng = random.Random(seed)
     plan = rng.choices(list(MIX), weights=list(MIX.values()), k=4096)
@@ -118,7 +110,7 @@ def load_client(endpoint: str, direct: bool, keys: list, seconds: float, seed: i
 
 
 def preload(endpoint: str, n: int) -> list:
-    keys = [b"%016d" % i for i in range(n)]
+    keys = sequential_keys(n)
     rng = random.Random(7)
     with concordkv_mp.connect(endpoint, timeout=60) as client:
         for first in range(0, n, 1000):
@@ -324,24 +316,20 @@ def main(argv=None) -> int:
         keys = preload(endpoint, args.keys)
         server = server_processes(endpoint)
 
-        barrier = SPAWN.Barrier(args.clients + 1)
-        results = SPAWN.Queue()
-        clients = [SPAWN.Process(target=load_client, daemon=True, name=f"profile-client-{i}",
-                                 args=(endpoint, i >= args.front_clients, keys, args.duration, i, barrier, results))
-                   for i in range(args.clients)]
-        for process in clients:
-            process.start()
-            stack.callback(lambda p=process: p.is_alive() and (p.terminate(), p.join()))
+        clients = ClientGroup(load_client, args.clients, "profile-client",
+                              lambda i: (endpoint, i >= args.front_clients, keys, args.duration, i))
+        stack.callback(clients.stop)
+        clients.start()
         client_names = {f"client {i} ({'direct' if i >= args.front_clients else 'via front'})": p.pid
-                        for i, p in enumerate(clients)}
+                        for i, p in enumerate(clients.processes)}
 
         spies = {}
         out = Path(args.out)
         if py_spy:
             out.mkdir(parents=True, exist_ok=True)
             # Clients finish connecting first: py-spy then sees the load, not the imports.
-            while barrier.n_waiting < args.clients:
-                if not all(p.is_alive() for p in clients):
+            while clients.barrier.n_waiting < args.clients:
+                if not all(p.is_alive() for p in clients.processes):
                     raise RuntimeError("a client process exited before the load")
                 time.sleep(0.05)
             for name, pid in {**server, **client_names}.items():
@@ -351,10 +339,10 @@ def main(argv=None) -> int:
 
         meter = CpuMeter(server)
         log(f"load: {args.clients} clients ({args.front_clients} via the front) for {args.duration:g} s")
-        barrier.wait(SERVER_START_SECONDS)  # not forever, should a client die on the way
+        clients.release()
         cpu_before = meter.read()  # after the barrier, as the clients' own CPU times: the load's alone
-        rows = sample_loop(server, [psutil.Process(p.pid) for p in clients], args.duration, args.interval)
-        done = [results.get(timeout=60) for _ in clients]
+        rows = sample_loop(server, [psutil.Process(p.pid) for p in clients.processes], args.duration, args.interval)
+        done = clients.collect(60)
         cpu = {name: seconds - cpu_before[name] for name, seconds in meter.read().items()}
         cpu["clients"] = sum(c for _, _, c in done)
 
