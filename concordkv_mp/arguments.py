@@ -2,8 +2,8 @@
 refuse the same input with the same error codes before any work is done.
 
 Owns: str -> UTF-8, type checks, empty keys, the key/value size limits, mset's
-de-duplication (the last value given for a key wins), and turning scan's prefix/limit
-into bounds. It must not know where the data goes.
+de-duplication (the last value given for a key wins), the range of an `incr` step, and
+turning scan's prefix/limit into bounds. It must not know where the data goes.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from concordkv_mp.errors import (
     KeyTooLargeError,
     ValueTooLargeError,
 )
+
+
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def prefix_successor(prefix: bytes) -> bytes | None:
@@ -58,6 +61,15 @@ class ArgumentChecker:
         if len(value) > self.max_value:
             raise ValueTooLargeError(f"value of {len(value)} bytes exceeds max_value_size={self.max_value}")
         return value
+
+    @staticmethod
+    def signed(number, what: str) -> int:
+        """A signed 64-bit integer (an `incr` step), as Redis's INCRBY takes."""
+        if type(number) is not int:
+            raise InvalidTypeError(f"{what} must be an int, not {type(number).__name__}")
+        if not INT64_MIN <= number <= INT64_MAX:
+            raise InvalidArgumentError(f"{what}={number} is outside the signed 64-bit range")
+        return number
 
     def bound(self, bound, what: str) -> bytes | None:
         return None if bound is None else as_bytes(bound, what)

@@ -127,6 +127,12 @@ class Database:
         """Set `key` only if it exists (atomically); True if it did."""
         return self._call("update_existing", self._key(key), self._value(value))
 
+    def incr(self, key, by: int = 1) -> int:
+        """Add `by` (a signed 64-bit int) to the decimal integer at `key`, atomically,
+        and return the result; a missing key counts from 0. `NotAnIntegerError` if the
+        value is not a decimal 64-bit integer."""
+        return self._call("increment", self._key(key), ArgumentChecker.signed(by, "by"))
+
     def mget(self, keys) -> list:
         keys = self._keys(keys)  # checked once: straight to the engine's get
         engine = self._engine

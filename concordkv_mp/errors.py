@@ -44,6 +44,12 @@ class ValueTooLargeError(InvalidArgumentError):
     code = "VALUE_TOO_LARGE"
 
 
+class NotAnIntegerError(InvalidArgumentError):
+    """`incr` met a value that is not a decimal 64-bit integer (Redis's INCR rule)."""
+
+    code = "NOT_AN_INTEGER"
+
+
 class ConfigError(InvalidArgumentError):
     """A configuration value is invalid; `field` names the offending option."""
 

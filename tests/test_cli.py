@@ -260,6 +260,17 @@ def test_exists_and_update(client):
     assert run(client, "GET k") == '"w"'
 
 
+def test_incr(client):
+    assert run(client, "INCR hits") == "(integer) 1"
+    assert run(client, "INCR hits 41") == "(integer) 42"
+    assert run(client, "incr hits -50") == "(integer) -8"
+    assert run(client, "GET hits") == '"-8"'
+    run(client, "SET name ada")
+    assert error(client, "INCR name").startswith("(error) NOT_AN_INTEGER: ")
+    assert error(client, "INCR hits 1.5").startswith("(error) INVALID_ARGUMENT: by takes an integer")
+    assert run(client, "GET hits") == '"-8"'
+
+
 def test_mset_mget(client):
     assert run(client, "MSET a 1 b 2 a 3") == "OK"  # the last value of a repeated key wins
     assert run(client, "MGET a b zz") == '1) "3"\n2) "2"\n3) (nil)'
@@ -385,6 +396,8 @@ def test_empty_line_prints_nothing(client):
         ("COUNT x", "COUNT"),
         ("ENGINE a b", "ENGINE [name]"),
         ("UPDATE k", "UPDATE key value"),
+        ("INCR", "INCR key [by]"),
+        ("INCR k 1 2", "INCR key [by]"),
     ],
 )
 def test_wrong_number_of_arguments(client, line, usage):

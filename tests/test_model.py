@@ -1,7 +1,7 @@
 """Model-based tests of every engine through the public API only.
 
 A hypothesis state machine runs random sequences of set / delete / mset (with duplicate keys)
-/ mdelete / update / get / exists / mget / scan (random start, end, prefix, reverse, limit) /
+/ mdelete / update / incr / get / exists / mget / scan (random start, end, prefix, reverse, limit) /
 count / flush / compact / close-and-reopen against a plain dict, and checks that every reply
 matches the dict. One suite runs against all five engines. Keys come from a small alphabet
 (with b"\\x00" and b"\\xff", and keys that are prefixes of others) so that overwrites and
@@ -23,11 +23,14 @@ import random
 import shutil
 import time
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
 import concordkv_mp
+from concordkv_mp.arguments import INT64_MAX, INT64_MIN
+from concordkv_mp.errors import InvalidArgumentError, NotAnIntegerError
 from tests.support.engine_options import tiny_options
 
 # Three symbols, words of 1..3 symbols: 39 keys, ordered with 0x00 and 0xff edges, and many
@@ -137,6 +140,29 @@ class ModelMachine(RuleBasedStateMachine):
         pairs = [(key, self.make_value(size)) for key, size in batch]
         self.db.mset(dict(pairs) if as_dict else pairs)
         self.model.update(pairs)
+
+    @rule(key=keys, by=st.integers(-3, 3) | st.sampled_from([INT64_MAX, INT64_MIN]), form=key_forms,
+          counter=st.none() | st.integers(INT64_MIN, INT64_MAX))
+    def incr(self, key, by, form, counter):
+        if counter is not None:  # a counter already there, near the edges sometimes
+            self.db.set(key, b"%d" % counter)
+            self.model[key] = b"%d" % counter
+        old = self.model.get(key, b"0")
+        # A counter is a value that is its own decimal form (no "+", "-0", "01", " 1").
+        try:
+            current = int(old) if b"%d" % int(old) == old else None
+        except ValueError:
+            current = None
+        if current is None:
+            with pytest.raises(NotAnIntegerError):
+                self.db.incr(as_form(key, form), by)
+        elif not INT64_MIN <= current + by <= INT64_MAX:
+            with pytest.raises(InvalidArgumentError) as raised:
+                self.db.incr(as_form(key, form), by)
+            assert raised.value.code == "INVALID_ARGUMENT"
+        else:
+            assert self.db.incr(as_form(key, form), by) == current + by
+            self.model[key] = b"%d" % (current + by)
 
     @rule(batch=st.lists(keys, min_size=1, max_size=8, unique=True))
     def mdelete(self, batch):

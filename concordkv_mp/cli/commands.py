@@ -10,6 +10,7 @@ drive it with a fake client. It must not read a terminal, print, or know sockets
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -116,6 +117,11 @@ def _update(client, args):
     return _integer(client.update(args[0], args[1]))
 
 
+def _incr(client, args):
+    by = 1 if len(args) == 1 else _signed_number("by", args[1])
+    return _integer(client.incr(args[0], by))
+
+
 def _mget(client, args):
     return _numbered([_value(value) for value in client.mget(args)])
 
@@ -160,6 +166,12 @@ def _scan(client, args):
 def _whole_number(name: str, word: bytes) -> int:
     if not word.isdigit():
         raise InvalidArgumentError(f"{name} takes a whole number (0, 1, 2, ...), got {quote_bytes(word)}")
+    return int(word)
+
+
+def _signed_number(name: str, word: bytes) -> int:
+    if not re.fullmatch(rb"-?[0-9]+", word):
+        raise InvalidArgumentError(f"{name} takes an integer (-1, 0, 1, ...), got {quote_bytes(word)}")
     return int(word)
 
 
@@ -213,6 +225,7 @@ COMMANDS: dict[str, Command] = {
     "DEL": Command("DEL key [key ...]", "delete keys; prints how many existed", _del, 1, None),
     "EXISTS": Command("EXISTS key", "1 if key exists, else 0", _exists, 1, 1),
     "UPDATE": Command("UPDATE key value", "set key only if it exists; 1 if it did", _update, 2, 2),
+    "INCR": Command("INCR key [by]", "add by (default 1) to the integer at key; its new value", _incr, 1, 2),
     "MSET": Command("MSET key value [key value ...]", "set several keys atomically", _mset, 2, None),
     "MGET": Command("MGET key [key ...]", "the values of several keys", _mget, 1, None),
     "SCAN": Command(

@@ -55,6 +55,7 @@ _CHECKS = {
     "value": "if type({0}) is not bytes or len({0}) > checker.max_value: {0} = checker.value({0})",
     "keys": "{0} = checker.keys({0})",
     "pairs": "{0} = checker.pairs({0})",
+    "signed": "{0} = checker.signed({0}, {0!r})",
     "str": None,
 }
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import threading
 from collections import deque
 
+from concordkv_mp.engines import counters
+
 # A leader stops adding followers' writes to its group past this many bytes, so one
 # huge group cannot hold everyone's acknowledgement hostage.
 MAX_GROUP_BYTES = 1 << 20
@@ -168,6 +170,13 @@ class QueuedWrites:
     def delete_existing(self, keys) -> int:
         """Delete those of `keys` that exist, atomically; return how many did."""
         return self._commit(Writer(None, delete_present(keys)))
+
+    def increment(self, key: bytes, by: int) -> int:
+        """Add `by` to the counter at `key` atomically; return its new value."""
+        result = self._commit(Writer(None, counters.increment(key, by)))
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def retire_after(self, fn):
         """Run `fn()` while writers wait; if it succeeds they get EngineRetiredError."""

@@ -23,8 +23,9 @@ KEY, PART, FRONT, ANY = "key", "part", "front", "any"
 
 # Argument kinds, the wire shapes (docs/protocol.md): `key`/`value` bytes, `keys` a
 # list of keys, `pairs` a list of [key, value], `part` a partition index, `bound` bytes
-# or nil, `count` an int >= 0 or nil, `int` an int >= 0, `bool`, `str`.
-ARG_KINDS = ("key", "value", "keys", "pairs", "part", "bound", "count", "int", "bool", "str")
+# or nil, `count` an int >= 0 or nil, `int` an int >= 0, `signed` a signed 64-bit int,
+# `bool`, `str`.
+ARG_KINDS = ("key", "value", "keys", "pairs", "part", "bound", "count", "int", "signed", "bool", "str")
 
 # How a client spreads a PART operation over the partitions, and combines the replies.
 BY_KEY = "by_key"  # keys grouped by owning partition, in chunks of max_batch_keys
@@ -109,6 +110,9 @@ OPERATIONS: dict[str, Operation] = _table(
     Operation("delete", KEY, (_KEY,), "bool: it existed", writes=True, method="delete"),
     Operation("exists", KEY, (_KEY,), "bool", method="exists"),
     Operation("update", KEY, (_KEY, _VALUE), "bool: it existed (and was set)", writes=True, method="update"),
+    Operation("incr", KEY, (_KEY, Arg("by", "signed", 1)), "int: the new value", writes=True, method="incr",
+              doc="Add `by` to the decimal integer at `key` atomically and return the result; a missing key "
+                  "counts from 0 (NOT_AN_INTEGER if the value is not one)."),
     Operation("mget", PART, (_PART, _KEYS), "[bin or nil, ...], in request order",
               method="mget", spread=BY_KEY, combine=SCATTER),
     Operation("mset", PART, (_PART, Arg("mapping_or_pairs", "pairs")),

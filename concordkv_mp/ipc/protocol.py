@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import msgpack
 
+from concordkv_mp.arguments import INT64_MAX, INT64_MIN
 from concordkv_mp.errors import (
     BadFrameError,
     BadRequestError,
@@ -149,6 +150,8 @@ def _check_arg(kind: str, arg, limits: Limits) -> str | None:
         return None if type(arg) is int and arg >= 0 else "must be an integer >= 0"
     if kind == "bound":
         return None if arg is None or type(arg) is bytes else "must be bytes or nil"
+    if kind == "signed":
+        return None if type(arg) is int and INT64_MIN <= arg <= INT64_MAX else "must be a signed 64-bit integer"
     if kind == "bool":
         return None if type(arg) is bool else "must be a boolean"
     if kind == "count":

@@ -87,9 +87,9 @@ def test_an_operation_outside_the_table_is_unknown():
 
 
 _VALID = {"key": b"k", "value": b"v", "keys": [b"a", b"b"], "pairs": [[b"a", b"1"]], "part": 0, "bound": None,
-          "count": None, "int": 3, "bool": True, "str": "lsm"}
+          "count": None, "int": 3, "signed": -5, "bool": True, "str": "lsm"}
 _INVALID = {"key": "text", "value": 5, "keys": [b"k"] * 11, "pairs": [[b"a"]], "part": -1, "bound": 5,
-            "count": -1, "int": -1, "bool": 1, "str": b"lsm"}
+            "count": -1, "int": -1, "signed": 1 << 63, "bool": 1, "str": b"lsm"}
 
 
 def _valid(kind: str):
