@@ -126,8 +126,9 @@ def _header_word(index: int) -> property:
 class WalRing:
     """The mapping of one ring file: header words, file table, data area.
 
-    Its properties read the header words; after `create`, the stores into them
-    (`_fields`) belong to `RingWriter` and `RingReader` alone."""
+    Its properties and methods read the header words and the file table; after
+    `create`, the stores into them belong to `RingWriter` (the producer's words, the
+    file table) and `RingReader` (the consumer's words) alone."""
 
     def __init__(self, path: str, fd: int, mapping: mmap.mmap):
         self.path = path
@@ -228,18 +229,6 @@ class WalRing:
     def slot_close_pos(self, slot: int) -> int:
         return self._table_words[slot * _SLOT_WORDS + 1]
 
-    def write_slot(self, slot: int, file_id: int, encoded_path: bytes) -> None:
-        """Producer: fill a free slot; the file id last, so a reader never sees the id
-        with another file's path."""
-        base = slot * _SLOT_WORDS
-        start = slot * SLOT_SIZE + 8 * _SLOT_FIELDS
-        self._table[start : start + len(encoded_path)] = encoded_path
-        self._table_words[base + 2] = len(encoded_path)
-        self._table_words[base + 1] = 0
-        self._table_words[base] = file_id
-
-    def set_slot_close_pos(self, slot: int, close_pos: int) -> None:
-        self._table_words[slot * _SLOT_WORDS + 1] = close_pos
 
 class RingWriter:
     """The producer's side of one ring: emits OPEN/DATA/CLOSE records, never overwrites
@@ -309,7 +298,7 @@ class RingWriter:
         # Published before use: a restarted producer never hands out an id that
         # unconsumed records still carry.
         self._fields[_NEXT_FILE_ID] = file_id
-        self._ring.write_slot(slot, file_id, encoded)
+        self._fill_slot(slot, file_id, encoded)
         self._slots[file_id] = slot
         self._paths[file_id] = path
         self._emit(OPEN, file_id, 0, encoded)
@@ -339,7 +328,7 @@ class RingWriter:
         """Emit CLOSE; the slot frees once the consumer has read past it."""
         self._emit(CLOSE, file_id, 0, b"")
         # After publishing the CLOSE: until then the slot must read as open.
-        self._ring.set_slot_close_pos(self._slots.pop(file_id), self._pos)
+        self._ring._table_words[self._slots.pop(file_id) * _SLOT_WORDS + 1] = self._pos
         self._paths.pop(file_id, None)
 
     def _emit(self, kind: int, file_id: int, offset: int, payload) -> None:
@@ -386,6 +375,16 @@ class RingWriter:
         if end <= self._read_limit or end <= self._refresh(end):
             return
         self._wait(lambda: end <= self._refresh(end), None, "free space in the ring")
+
+    def _fill_slot(self, slot: int, file_id: int, encoded_path: bytes) -> None:
+        """The file id last, so that a reader never sees the id with another file's path."""
+        table, words = self._ring._table, self._ring._table_words
+        base = slot * _SLOT_WORDS
+        start = slot * SLOT_SIZE + 8 * _SLOT_FIELDS
+        table[start : start + len(encoded_path)] = encoded_path
+        words[base + 2] = len(encoded_path)
+        words[base + 1] = 0
+        words[base] = file_id
 
     def _free_slot(self) -> int:
         if len(self._slots) == SLOTS:  # all held by our own open files: waiting cannot help
