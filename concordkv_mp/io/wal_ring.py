@@ -1,5 +1,6 @@
 """`WalRing`: the shared-memory byte ring through which a partition hands its WAL bytes
-to the I/O optimizer, and `RingWriter`, the partition's (producer's) side of it.
+to the I/O optimizer; `RingWriter`, the partition's (producer's) side of it, and
+`RingReader`, the optimizer's (consumer's) side.
 
 Single producer (one partition process), single consumer (the I/O optimizer). The ring
 is a regular file — under /dev/shm in the server — mapped MAP_SHARED by both, not
@@ -19,13 +20,16 @@ Python cannot express: this module assumes x86-64.
 
 Each header field has one writer: the producer's line (write_pos, sync_request_pos,
 next_file_id, producer_start_pos, the file table) or the consumer's (read_pos and
-everything after it). `RingWriter`'s record-emitting methods (open_file, append,
-close_file) must be serialized by the caller, like any single-producer ring; the waits
-(`wait_durable`, `wait_drained`) and `request_durable` may run on any thread.
+everything after it). Only `RingWriter` stores the producer's words and only
+`RingReader` the consumer's; `WalRing` reads them all. `RingWriter`'s record-emitting
+methods (open_file, append, close_file) must be serialized by the caller, like any
+single-producer ring; the waits (`wait_durable`, `wait_drained`) and `request_durable`
+may run on any thread. `RingReader` is used by one thread.
 
 This module owns the ring's bytes (layout below, documented in docs/formats.md) and
-the producer's protocol. It does no file I/O on WAL files: the I/O optimizer
-(workers/io_optimizer.py) does, and `ring_fs.py` adapts a writer to the FileSystem seam.
+both sides' protocols over them. It does no file I/O on WAL files: the I/O optimizer
+(workers/io_optimizer.py) does, through a reader per ring, and `ring_fs.py` adapts a
+writer to the FileSystem seam.
 
 Layout (all integers little-endian u64 unless said otherwise):
 
@@ -82,11 +86,11 @@ _SLOT_FIELDS = 3  # file_id, close_pos, path length
 MAX_PATH_BYTES = SLOT_SIZE - 8 * _SLOT_FIELDS
 DATA_OFFSET = HEADER_SIZE + SLOTS * SLOT_SIZE
 
-# Header word indexes.
+# Header word indexes: private, so that the stores stay in RingWriter and RingReader.
 _VERSION, _CAPACITY, _DATA_OFFSET, _SLOTS, _SLOT_SIZE = range(1, 6)  # 0: the magic
-WRITE_POS, SYNC_REQUEST_POS, NEXT_FILE_ID, PRODUCER_START_POS = 8, 9, 10, 11
-READ_POS, DURABLE_POS, ERROR_ERRNO, ERROR_POS, ERROR_FILE_ID = 16, 17, 18, 19, 20
-BYTES_WRITTEN, FSYNCS, WRITE_BATCHES, RECORDS = 21, 22, 23, 24
+_WRITE_POS, _SYNC_REQUEST_POS, _NEXT_FILE_ID, _PRODUCER_START_POS = 8, 9, 10, 11
+_READ_POS, _DURABLE_POS, _ERROR_ERRNO, _ERROR_POS, _ERROR_FILE_ID = 16, 17, 18, 19, 20
+_BYTES_WRITTEN, _FSYNCS, _WRITE_BATCHES, _RECORDS = 21, 22, 23, 24
 
 OPEN, DATA, CLOSE, PAD = 1, 2, 3, 4
 RECORD_HEADER = struct.Struct("<HHIQQ")  # kind, zero, payload length, file_id, file offset
@@ -114,19 +118,24 @@ def _record_size(payload_length: int) -> int:
 
 
 def _header_word(index: int) -> property:
-    """A read-only property for header word `index` (as fast as a hand-written one)."""
-    return property(lambda ring: ring.fields[index])
+    """A read-only property for header word `index` of an object's `_fields` (as fast
+    as a hand-written one)."""
+    return property(lambda owner: owner._fields[index])
 
 
 class WalRing:
-    """The mapping of one ring file: header words (`fields`), file table, data area."""
+    """The mapping of one ring file: header words, file table, data area.
+
+    Its properties and methods read the header words and the file table; after
+    `create`, the stores into them belong to `RingWriter` (the producer's words, the
+    file table) and `RingReader` (the consumer's words) alone."""
 
     def __init__(self, path: str, fd: int, mapping: mmap.mmap):
         self.path = path
         self._fd = fd
         self._map = mapping
-        self.fields = memoryview(mapping)[:HEADER_SIZE].cast("Q")
-        self.capacity = self.fields[_CAPACITY]
+        self._fields = memoryview(mapping)[:HEADER_SIZE].cast("Q")
+        self.capacity = self._fields[_CAPACITY]
         self._table = memoryview(mapping)[HEADER_SIZE:DATA_OFFSET]
         self._table_words = self._table.cast("Q")
         self.data = memoryview(mapping)[DATA_OFFSET : DATA_OFFSET + self.capacity]
@@ -195,27 +204,22 @@ class WalRing:
         """Unmap. Views into the ring (record payloads) must be released first."""
         if self._fd < 0:
             return
-        for view in (self.fields, self._table_words, self._table, self.data):
+        for view in (self._fields, self._table_words, self._table, self.data):
             view.release()
         self._map.close()
         os.close(self._fd)
         self._fd = -1
 
-    def lock_consumer(self) -> None:
-        """Block until this process is the ring's only consumer (flock; released when
-        the ring is closed or the process dies): two consumers would race on read_pos."""
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-
     # Positions and counters, for STATUS and tests (any process may read them; the
     # front reads the counters by name).
-    write_pos = _header_word(WRITE_POS)
-    read_pos = _header_word(READ_POS)
-    durable_pos = _header_word(DURABLE_POS)
-    error_errno = _header_word(ERROR_ERRNO)
-    bytes_written = _header_word(BYTES_WRITTEN)
-    fsyncs = _header_word(FSYNCS)
-    write_batches = _header_word(WRITE_BATCHES)
-    records_consumed = _header_word(RECORDS)
+    write_pos = _header_word(_WRITE_POS)
+    read_pos = _header_word(_READ_POS)
+    durable_pos = _header_word(_DURABLE_POS)
+    error_errno = _header_word(_ERROR_ERRNO)
+    bytes_written = _header_word(_BYTES_WRITTEN)
+    fsyncs = _header_word(_FSYNCS)
+    write_batches = _header_word(_WRITE_BATCHES)
+    records_consumed = _header_word(_RECORDS)
 
     # ------------------------------------------------------------ file table
 
@@ -224,54 +228,6 @@ class WalRing:
 
     def slot_close_pos(self, slot: int) -> int:
         return self._table_words[slot * _SLOT_WORDS + 1]
-
-    def slot_path(self, file_id: int) -> str | None:
-        """The path of `file_id` from the file table, None if no slot holds it (consumer)."""
-        words = self._table_words
-        for slot in range(SLOTS):
-            if words[slot * _SLOT_WORDS] == file_id:
-                start = slot * SLOT_SIZE + 8 * _SLOT_FIELDS
-                return os.fsdecode(bytes(self._table[start : start + words[slot * _SLOT_WORDS + 2]]))
-        return None
-
-    def write_slot(self, slot: int, file_id: int, encoded_path: bytes) -> None:
-        """Producer: fill a free slot; the file id last, so a reader never sees the id
-        with another file's path."""
-        base = slot * _SLOT_WORDS
-        start = slot * SLOT_SIZE + 8 * _SLOT_FIELDS
-        self._table[start : start + len(encoded_path)] = encoded_path
-        self._table_words[base + 2] = len(encoded_path)
-        self._table_words[base + 1] = 0
-        self._table_words[base] = file_id
-
-    def set_slot_close_pos(self, slot: int, close_pos: int) -> None:
-        self._table_words[slot * _SLOT_WORDS + 1] = close_pos
-
-    # ------------------------------------------------------------ consumer
-
-    def records(self, start: int, end: int) -> Iterator[tuple[int, int, int, int, int, memoryview]]:
-        """The records in positions [start, end), PAD and skipped tails left out, as
-        (position, end position, kind, file_id, file offset, payload view into the ring)
-        — plain tuples: the consumer handles a million a second.
-
-        Raises CorruptionError on bytes that are not a record (a bug: the ring is memory
-        written by one producer, so there are no torn records to tolerate)."""
-        capacity, data, unpack = self.capacity, self.data, RECORD_HEADER.unpack_from
-        mask = capacity - 1
-        pos = start
-        while pos < end:
-            rel = pos & mask
-            if capacity - rel < RECORD_HEADER_SIZE:
-                pos += capacity - rel
-                continue
-            kind, zero, length, file_id, offset = unpack(data, rel)
-            size = (_HEADER_PLUS_7 + length) & -8  # _record_size(length)
-            if not OPEN <= kind <= PAD or zero or rel + size > capacity or pos + size > end:
-                raise CorruptionError(self.path, f"bad ring record at position {pos} (kind {kind}, length {length})")
-            if kind != PAD:
-                body = rel + RECORD_HEADER_SIZE
-                yield pos, pos + size, kind, file_id, offset, data[body : body + length]
-            pos += size
 
 
 class RingWriter:
@@ -296,7 +252,7 @@ class RingWriter:
                 wake()
 
         self._wake = locked_wake
-        self._fields = ring.fields
+        self._fields = ring._fields
         self._data = ring.data
         self._capacity = ring.capacity
         self._mask = ring.capacity - 1
@@ -304,9 +260,9 @@ class RingWriter:
         # empty ring even after a PAD.
         self._max_payload = ring.capacity // 4 - RECORD_HEADER_SIZE
         self._pack_header = RECORD_HEADER.pack_into
-        self._pos = self._fields[WRITE_POS]
+        self._pos = self._fields[_WRITE_POS]
         self.start_pos = self._pos
-        self._fields[PRODUCER_START_POS] = self._pos
+        self._fields[_PRODUCER_START_POS] = self._pos
         # Appends ending at or before `_limit` take the fast path: `_emit` sets it to
         # the lower of `_read_limit` (set by _refresh from read_pos, below) and the end
         # of the current lap of the ring (a record never wraps).
@@ -338,11 +294,11 @@ class RingWriter:
         if len(encoded) > MAX_PATH_BYTES:
             raise StorageIOError(errno.ENAMETOOLONG, f"{path}: longer than the ring's {MAX_PATH_BYTES}-byte path slots")
         slot = self._free_slot()
-        file_id = self._fields[NEXT_FILE_ID] + 1
+        file_id = self._fields[_NEXT_FILE_ID] + 1
         # Published before use: a restarted producer never hands out an id that
         # unconsumed records still carry.
-        self._fields[NEXT_FILE_ID] = file_id
-        self._ring.write_slot(slot, file_id, encoded)
+        self._fields[_NEXT_FILE_ID] = file_id
+        self._fill_slot(slot, file_id, encoded)
         self._slots[file_id] = slot
         self._paths[file_id] = path
         self._emit(OPEN, file_id, 0, encoded)
@@ -362,7 +318,7 @@ class RingWriter:
             self._pack_header(data_area, rel, DATA, 0, n, file_id, offset)
             data_area[rel + RECORD_HEADER_SIZE : rel + RECORD_HEADER_SIZE + n] = data
             self._pos = end
-            self._fields[WRITE_POS] = end
+            self._fields[_WRITE_POS] = end
             return
         view = memoryview(data)
         for chunk_start in range(0, max(n, 1), self._max_payload):
@@ -372,7 +328,7 @@ class RingWriter:
         """Emit CLOSE; the slot frees once the consumer has read past it."""
         self._emit(CLOSE, file_id, 0, b"")
         # After publishing the CLOSE: until then the slot must read as open.
-        self._ring.set_slot_close_pos(self._slots.pop(file_id), self._pos)
+        self._ring._table_words[self._slots.pop(file_id) * _SLOT_WORDS + 1] = self._pos
         self._paths.pop(file_id, None)
 
     def _emit(self, kind: int, file_id: int, offset: int, payload) -> None:
@@ -392,7 +348,7 @@ class RingWriter:
         self._data[rel + RECORD_HEADER_SIZE : rel + RECORD_HEADER_SIZE + length] = payload
         pos += size
         self._pos = pos
-        self._fields[WRITE_POS] = pos  # the PAD, if any, is published with it
+        self._fields[_WRITE_POS] = pos  # the PAD, if any, is published with it
         # The fast path's limit moves only here: the pos (and with it the end of the lap)
         # has moved, and _read_limit may have grown while waiting for space.
         self._limit = min(self._read_limit, (pos & ~self._mask) + self._capacity)
@@ -404,7 +360,7 @@ class RingWriter:
         Below half full appends run without reading shared memory; past half full the
         consumer is kicked once per progress it makes (under fsync="everysec"/"none"
         nothing else would wake it before its idle timeout), and appends fill the rest."""
-        read = self._fields[READ_POS]
+        read = self._fields[_READ_POS]
         half = read + self._capacity // 2
         if end <= half:
             self._read_limit = half
@@ -420,6 +376,16 @@ class RingWriter:
             return
         self._wait(lambda: end <= self._refresh(end), None, "free space in the ring")
 
+    def _fill_slot(self, slot: int, file_id: int, encoded_path: bytes) -> None:
+        """The file id last, so that a reader never sees the id with another file's path."""
+        table, words = self._ring._table, self._ring._table_words
+        base = slot * _SLOT_WORDS
+        start = slot * SLOT_SIZE + 8 * _SLOT_FIELDS
+        table[start : start + len(encoded_path)] = encoded_path
+        words[base + 2] = len(encoded_path)
+        words[base + 1] = 0
+        words[base] = file_id
+
     def _free_slot(self) -> int:
         if len(self._slots) == SLOTS:  # all held by our own open files: waiting cannot help
             raise StorageIOError(errno.EMFILE, f"{self._ring.path}: {SLOTS} ring files are open already")
@@ -430,7 +396,7 @@ class RingWriter:
         return slot
 
     def _find_free_slot(self) -> int | None:
-        read = self._fields[READ_POS]
+        read = self._fields[_READ_POS]
         for slot in range(SLOTS):
             close_pos = self._ring.slot_close_pos(slot)
             if self._ring.slot_file_id(slot) == 0 or 0 < close_pos <= read:
@@ -443,16 +409,16 @@ class RingWriter:
         """Ask the consumer to make everything before `pos` durable, whatever its fsync
         policy, and kick it; does not wait."""
         with self._request_lock:  # max() then store: two threads must not lower it
-            if pos > self._fields[SYNC_REQUEST_POS]:
-                self._fields[SYNC_REQUEST_POS] = pos
+            if pos > self._fields[_SYNC_REQUEST_POS]:
+                self._fields[_SYNC_REQUEST_POS] = pos
         self._wake()
 
     def wait_durable(self, pos: int) -> None:
         """Block until durable_pos >= pos; StorageIOError if the consumer failed first."""
-        if self._fields[DURABLE_POS] >= pos:
+        if self._fields[_DURABLE_POS] >= pos:
             return
         self.request_durable(pos)
-        self._wait(lambda: self._fields[DURABLE_POS] >= pos, None, "durability")
+        self._wait(lambda: self._fields[_DURABLE_POS] >= pos, None, "durability")
 
     def wait_drained(self, timeout: float) -> None:
         """Block until the consumer has read (and pwritten, or dropped after a failure)
@@ -462,16 +428,16 @@ class RingWriter:
         recovering reader wants to know that nothing more is on its way."""
         target = self._pos
         self._wake()
-        self._wait(lambda: self._fields[READ_POS] >= target, time.monotonic() + timeout, "the ring to drain", False)
+        self._wait(lambda: self._fields[_READ_POS] >= target, time.monotonic() + timeout, "the ring to drain", False)
 
     def raise_if_failed(self) -> None:
         """StorageIOError if the consumer failed to write or sync this writer's bytes."""
         fields = self._fields
-        code = fields[ERROR_ERRNO]
+        code = fields[_ERROR_ERRNO]
         # error_pos is read after the errno (the consumer stores it before): an error
         # whose failed round ended at or before our start belongs to a dead producer.
-        if code and fields[ERROR_POS] > self.start_pos:
-            file_id = fields[ERROR_FILE_ID]
+        if code and fields[_ERROR_POS] > self.start_pos:
+            file_id = fields[_ERROR_FILE_ID]
             where = self._paths.get(file_id, f"file {file_id}")
             raise StorageIOError(code, f"the I/O optimizer failed to write or fdatasync {where}: {os.strerror(code)}")
 
@@ -492,3 +458,119 @@ class RingWriter:
             else:
                 time.sleep(sleep)
                 sleep = min(2 * sleep, _MAX_SLEEP)
+
+
+class RingReader:
+    """The consumer's side of one ring: reads what the producer published, iterates the
+    records, publishes how far they are written (read_pos) and durable (durable_pos),
+    records and forgets a failure, and keeps the counters.
+
+    Constructing one makes this process the ring's only consumer: it blocks on an flock
+    (released when the ring is closed or the process dies), since two consumers would
+    race on read_pos. The consumer being the only writer of its words, `error_errno` is
+    a plain attribute kept equal to the header word: the drain loop tests it per record
+    without reading shared memory.
+    """
+
+    def __init__(self, ring: WalRing):
+        fcntl.flock(ring._fd, fcntl.LOCK_EX)
+        self._ring = ring
+        self._fields = ring._fields
+        # Read under the lock: a previous consumer's failure still stands.
+        self.error_errno = self._fields[_ERROR_ERRNO]
+
+    # What the producer published.
+    write_pos = _header_word(_WRITE_POS)
+    sync_request_pos = _header_word(_SYNC_REQUEST_POS)
+    producer_start_pos = _header_word(_PRODUCER_START_POS)
+    # What this consumer published.
+    read_pos = _header_word(_READ_POS)
+    durable_pos = _header_word(_DURABLE_POS)
+
+    def published(self) -> tuple[int, int, int]:
+        """(read_pos, durable_pos, error_errno), as a producer sees them."""
+        f = self._fields
+        return f[_READ_POS], f[_DURABLE_POS], f[_ERROR_ERRNO]
+
+    # ------------------------------------------------------------ records
+
+    def records(self, end: int) -> Iterator[tuple[int, int, int, int, int, memoryview]]:
+        """The records from read_pos up to position `end`, PAD and skipped tails left
+        out, as (position, end position, kind, file_id, file offset, payload view into
+        the ring) — plain tuples: the consumer handles a million a second.
+
+        Raises CorruptionError on bytes that are not a record (a bug: the ring is memory
+        written by one producer, so there are no torn records to tolerate)."""
+        ring = self._ring
+        capacity, data, unpack = ring.capacity, ring.data, RECORD_HEADER.unpack_from
+        mask = capacity - 1
+        pos = self._fields[_READ_POS]
+        while pos < end:
+            rel = pos & mask
+            if capacity - rel < RECORD_HEADER_SIZE:
+                pos += capacity - rel
+                continue
+            kind, zero, length, file_id, offset = unpack(data, rel)
+            size = (_HEADER_PLUS_7 + length) & -8  # _record_size(length)
+            if not OPEN <= kind <= PAD or zero or rel + size > capacity or pos + size > end:
+                raise CorruptionError(ring.path, f"bad ring record at position {pos} (kind {kind}, length {length})")
+            if kind != PAD:
+                body = rel + RECORD_HEADER_SIZE
+                yield pos, pos + size, kind, file_id, offset, data[body : body + length]
+            pos += size
+
+    def file_path(self, file_id: int) -> str | None:
+        """The path of `file_id` from the file table, None if no slot holds it: how a
+        restarted consumer finds a file whose OPEN record its predecessor consumed."""
+        table, words = self._ring._table, self._ring._table_words
+        for slot in range(SLOTS):
+            if words[slot * _SLOT_WORDS] == file_id:
+                start = slot * SLOT_SIZE + 8 * _SLOT_FIELDS
+                return os.fsdecode(bytes(table[start : start + words[slot * _SLOT_WORDS + 2]]))
+        return None
+
+    # ------------------------------------------------------------ positions
+
+    def publish_read(self, pos: int) -> None:
+        """Everything before `pos` is written to its file (or dropped after a failure):
+        the producer may reuse the space, and the file-table slots CLOSEd before it."""
+        self._fields[_READ_POS] = pos
+
+    def publish_durable(self) -> None:
+        """Everything read so far is durable: call once the syncs covering it returned."""
+        self._fields[_DURABLE_POS] = self._fields[_READ_POS]
+
+    # ------------------------------------------------------------ failures
+
+    def record_failure(self, code: int | None, file_id: int, error_pos: int) -> None:
+        """Writing or syncing `file_id` failed with errno `code` (EIO if none); the
+        failure concerns the bytes before `error_pos`."""
+        f = self._fields
+        # The errno last: the producer reads it first, then error_pos (raise_if_failed).
+        f[_ERROR_POS] = error_pos
+        f[_ERROR_FILE_ID] = file_id
+        f[_ERROR_ERRNO] = self.error_errno = code or errno.EIO
+
+    def forget_dead_producer_error(self, pos: int, start_pos: int) -> int:
+        """Returns the error that still stands at `pos` (0: none).
+
+        An error whose failed bytes all precede the current producer's start
+        (`start_pos`) belongs to a dead producer; it is forgotten once consumption
+        reaches the new one's records (the dead one's later DATA stays dropped until
+        then)."""
+        if self.error_errno and self._fields[_ERROR_POS] <= start_pos <= pos:
+            self._fields[_ERROR_ERRNO] = self.error_errno = 0
+        return self.error_errno
+
+    # ------------------------------------------------------------ counters
+
+    def count_drained(self, records: int, bytes_written: int) -> None:
+        """Count one drain: its records and, if it wrote any, its bytes and a write batch."""
+        f = self._fields
+        f[_RECORDS] += records
+        if bytes_written:
+            f[_BYTES_WRITTEN] += bytes_written
+            f[_WRITE_BATCHES] += 1
+
+    def count_fsync(self) -> None:
+        self._fields[_FSYNCS] += 1

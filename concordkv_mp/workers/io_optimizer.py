@@ -35,8 +35,10 @@ ring's read_pos, durable_pos or error, `NOTIFICATION`: the 2-byte big-endian rin
 big-endian u64. SIGTERM (or `stop()`): finish the round, fdatasync everything written,
 exit 0.
 
-Owns the WAL files' descriptors and the consumer's half of each ring header; it never
-interprets WAL contents and never touches any other file.
+Owns the WAL files' descriptors and the decisions of what to write, when to sync and
+what to publish; the consumer's half of each ring header it reads and stores only
+through a `RingReader` (io/wal_ring.py), which owns that protocol. It never interprets
+WAL contents and never touches any other file.
 """
 
 from __future__ import annotations
@@ -55,24 +57,7 @@ from typing import Callable
 import zmq
 
 from concordkv_mp.errors import ConfigError, CorruptionError
-from concordkv_mp.io.wal_ring import (
-    BYTES_WRITTEN,
-    CLOSE,
-    DATA,
-    DURABLE_POS,
-    ERROR_ERRNO,
-    ERROR_FILE_ID,
-    ERROR_POS,
-    FSYNCS,
-    OPEN,
-    PRODUCER_START_POS,
-    READ_POS,
-    RECORDS,
-    SYNC_REQUEST_POS,
-    WRITE_BATCHES,
-    WRITE_POS,
-    WalRing,
-)
+from concordkv_mp.io.wal_ring import CLOSE, DATA, OPEN, RingReader, WalRing
 from concordkv_mp.options import FSYNC_POLICIES
 
 NOTIFICATION = struct.Struct(">HQQQ")  # ring index, read_pos, durable_pos, error_errno
@@ -107,21 +92,18 @@ class _Run:
 
 
 class _RingState:
-    """What the consumer keeps per ring besides the header: descriptors by file id
-    (None: the file was removed, its bytes are dropped), the files written since the
-    ring's last fdatasync, and the CLOSEd ones among them."""
+    """What the consumer keeps per ring besides the header (which its reader keeps):
+    descriptors by file id (None: the file was removed, its bytes are dropped), the
+    files written since the ring's last fdatasync, and the CLOSEd ones among them."""
 
-    def __init__(self, index: int, ring: WalRing):
+    def __init__(self, index: int, ring: WalRing, reader: RingReader):
         self.index = index
         self.ring = ring
+        self.reader = reader
         self.fds: dict[int, int | None] = {}
         self.dirty: set[int] = set()
         self.closing: set[int] = set()
         self.halted = False  # a record that does not parse: nothing after it can be read
-
-    def published(self) -> tuple:
-        f = self.ring.fields
-        return f[READ_POS], f[DURABLE_POS], f[ERROR_ERRNO]
 
 
 class IoOptimizer:
@@ -136,16 +118,21 @@ class IoOptimizer:
         try:
             for index, path in enumerate(ring_paths):
                 ring = WalRing.attach(path)
-                self._rings.append(_RingState(index, ring))
-                ring.lock_consumer()
+                try:
+                    reader = RingReader(ring)  # waits for an older optimizer to be gone
+                except BaseException:
+                    ring.close()
+                    raise
+                self._rings.append(_RingState(index, ring, reader))
         except BaseException:
             self.close()
             raise
-        lagging = [s for s in self._rings if not s.ring.fields[ERROR_ERRNO] and s.ring.durable_pos < s.ring.read_pos]
+        readers = [s.reader for s in self._rings]
+        lagging = [r for r in readers if not r.error_errno and r.durable_pos < r.read_pos]
         if lagging:
             os.sync()
-            for state in lagging:
-                state.ring.fields[DURABLE_POS] = state.ring.read_pos
+            for reader in lagging:
+                reader.publish_durable()
         self._pool = ThreadPoolExecutor(max_workers=_SYNC_THREADS, thread_name_prefix="ckv-fdatasync")
         self._last_everysec = time.monotonic()
 
@@ -164,19 +151,19 @@ class IoOptimizer:
 
     def notification(self, index: int) -> bytes:
         """The NOTIFICATION message of ring `index`, as it stands."""
-        read, durable, code = self._rings[index].published()
+        read, durable, code = self._rings[index].reader.published()
         return NOTIFICATION.pack(index, read, durable, code)
 
     def pending(self) -> bool:
         """True if a ring holds records not consumed yet."""
-        return any(s.ring.write_pos > s.ring.read_pos for s in self._rings if not s.halted)
+        return any(s.reader.write_pos > s.reader.read_pos for s in self._rings if not s.halted)
 
     def next_timeout(self) -> float:
         """Seconds the loop may wait for a kick before the next round."""
         if self.pending():
             return BUSY_TIMEOUT
         if self._fsync == "everysec" and any(
-            s.ring.read_pos > s.ring.durable_pos and not s.ring.error_errno for s in self._rings
+            s.reader.read_pos > s.reader.durable_pos and not s.reader.error_errno for s in self._rings
         ):
             return max(0.0, self._last_everysec + EVERYSEC_INTERVAL - time.monotonic())
         return IDLE_TIMEOUT
@@ -193,36 +180,36 @@ class IoOptimizer:
         for state in self._rings:
             if state.halted:
                 continue
-            f = state.ring.fields
-            before[state.index] = state.published()
-            self._forget_dead_producer_error(f, f[READ_POS], f[PRODUCER_START_POS])
+            reader = state.reader
+            before[state.index] = reader.published()
+            reader.forget_dead_producer_error(reader.read_pos, reader.producer_start_pos)
             # sync_request_pos before write_pos: a request is never past the bytes read.
-            request = f[SYNC_REQUEST_POS]
-            end = f[WRITE_POS]
-            if end > f[READ_POS]:
+            request = reader.sync_request_pos
+            end = reader.write_pos
+            if end > reader.read_pos:
                 self._drain(state, end)
-            read, durable = f[READ_POS], f[DURABLE_POS]
-            if f[ERROR_ERRNO] or state.halted:
+            read, durable = reader.read_pos, reader.durable_pos
+            if reader.error_errno or state.halted:
                 continue
             if read > durable and (force_sync or self._fsync == "always" or request > durable or everysec_due):
                 jobs.append((state, set(state.dirty), True))
             elif len(state.closing) > MAX_CLOSING:
                 jobs.append((state, set(state.closing), False))
         self._sync(jobs)
-        return [i for i, published in before.items() if self._rings[i].published() != published]
+        return [i for i, published in before.items() if self._rings[i].reader.published() != published]
 
     # ------------------------------------------------------------ draining
 
     def _drain(self, state: _RingState, end: int) -> None:
-        ring, f = state.ring, state.ring.fields
-        start_pos = f[PRODUCER_START_POS]
+        reader = state.reader
+        start_pos = reader.producer_start_pos
         runs: dict[int, _Run] = {}
         records = written = 0
         try:
-            for pos, record_end, kind, file_id, offset, payload in ring.records(f[READ_POS], end):
+            for pos, record_end, kind, file_id, offset, payload in reader.records(end):
                 records += 1
                 if kind == DATA:
-                    if f[ERROR_ERRNO] and self._forget_dead_producer_error(f, pos, start_pos):
+                    if reader.error_errno and reader.forget_dead_producer_error(pos, start_pos):
                         continue  # fail-stop: see the module docstring
                     if not payload:
                         continue
@@ -249,32 +236,18 @@ class IoOptimizer:
         except CorruptionError as exc:
             print(f"io_optimizer: {exc}; ring {state.index} halted", file=sys.stderr, flush=True)
             state.halted = True
-            self._fail(state, errno.EBADMSG, 0, _NEVER_CLEARED)
+            reader.record_failure(errno.EBADMSG, 0, _NEVER_CLEARED)
             return
         finally:
             runs.clear()  # views into the ring: released before it may be unmapped
-        f[READ_POS] = end
-        f[RECORDS] += records
-        if written:
-            f[BYTES_WRITTEN] += written
-            f[WRITE_BATCHES] += 1
-
-    @staticmethod
-    def _forget_dead_producer_error(fields, pos: int, start_pos: int) -> int:
-        """Returns the error that still stands at `pos` (0: none).
-
-        An error whose failed bytes all precede the current producer's start belongs
-        to a dead producer; it is forgotten once consumption reaches the new one's
-        records (the dead one's later DATA stays dropped until then)."""
-        if fields[ERROR_ERRNO] and fields[ERROR_POS] <= start_pos <= pos:
-            fields[ERROR_ERRNO] = 0
-        return fields[ERROR_ERRNO]
+        reader.publish_read(end)
+        reader.count_drained(records, written)
 
     def _open(self, state: _RingState, file_id: int, path: str | None, error_pos: int) -> int | None:
         """Open a file for pwrite (path from the file table if None: a restart after its
         OPEN was consumed)."""
         if path is None:
-            path = state.ring.slot_path(file_id)
+            path = state.reader.file_path(file_id)
             if path is None:
                 raise CorruptionError(state.ring.path, f"DATA for file id {file_id}, which no file-table slot holds")
         try:
@@ -282,7 +255,7 @@ class IoOptimizer:
         except FileNotFoundError:
             fd = None  # removed by its engine: see the module docstring
         except OSError as exc:
-            self._fail(state, exc.errno, file_id, error_pos)
+            state.reader.record_failure(exc.errno, file_id, error_pos)
             fd = None
         state.fds[file_id] = fd
         return fd
@@ -297,23 +270,15 @@ class IoOptimizer:
 
     def _write(self, state: _RingState, run: _Run) -> int:
         """pwritev a run unless the ring has failed; returns the bytes written."""
-        if state.ring.fields[ERROR_ERRNO]:
+        if state.reader.error_errno:
             return 0
         try:
             _pwritev_all(run.fd, run.buffers, run.offset)
         except OSError as exc:
-            self._fail(state, exc.errno, run.file_id, run.last_record_end)
+            state.reader.record_failure(exc.errno, run.file_id, run.last_record_end)
             return 0
         state.dirty.add(run.file_id)
         return run.end - run.offset
-
-    @staticmethod
-    def _fail(state: _RingState, code: int | None, file_id: int, error_pos: int) -> None:
-        f = state.ring.fields
-        # The errno last: the producer reads it first, then error_pos (wal_ring.py).
-        f[ERROR_POS] = error_pos
-        f[ERROR_FILE_ID] = file_id
-        f[ERROR_ERRNO] = code or errno.EIO
 
     # ------------------------------------------------------------ syncing
 
@@ -324,20 +289,20 @@ class IoOptimizer:
         codes = self._fdatasync_all([fd for _, _, fd in calls])
         failed = {}
         for (state, file_id, _), code in zip(calls, codes):
-            state.ring.fields[FSYNCS] += 1
+            state.reader.count_fsync()
             if code and state not in failed:
                 failed[state] = (code, file_id)
         for state, fids, publish in jobs:
-            f = state.ring.fields
+            reader = state.reader
             if state in failed:
-                self._fail(state, *failed[state], f[READ_POS])
+                reader.record_failure(*failed[state], reader.read_pos)
                 fids = set(state.dirty)  # nothing more will be synced honestly: let them go
             state.dirty -= fids
             for file_id in fids & state.closing:
                 state.closing.discard(file_id)
                 os.close(state.fds.pop(file_id))
             if publish and state not in failed:
-                f[DURABLE_POS] = f[READ_POS]
+                reader.publish_durable()
 
     def _fdatasync_all(self, fds: list[int]) -> list[int]:
         """errno (0 = success) per descriptor; all but one in the pool, one here."""

@@ -1,7 +1,8 @@
-"""WalRing and RingWriter without the I/O optimizer: a model consumer (records applied
-to bytearrays) checks that any interleaving of opens, appends of any size (larger than
-the ring included), closes, producer restarts and drains delivers exactly the bytes
-appended; plus the header checks at attach and the producer's refusals."""
+"""WalRing, RingWriter and RingReader without the I/O optimizer: a model consumer
+(records applied to bytearrays) checks that any interleaving of opens, appends of any
+size (larger than the ring included), closes, producer restarts and drains delivers
+exactly the bytes appended; plus the header checks at attach, the producer's refusals,
+and what the consumer publishes as the producer sees it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import random
 import struct
 import tempfile
+import threading
 
 import pytest
 from hypothesis import event, given, settings
@@ -22,9 +24,8 @@ from concordkv_mp.io.wal_ring import (
     DATA_OFFSET,
     MIN_CAPACITY,
     OPEN,
-    READ_POS,
     SLOTS,
-    WRITE_POS,
+    RingReader,
     RingWriter,
     WalRing,
 )
@@ -35,6 +36,7 @@ class ModelConsumer:
 
     def __init__(self, ring: WalRing):
         self.ring = ring
+        self.reader = RingReader(ring)
         self.paths: dict[int, str] = {}
         self.open: set[int] = set()
         self.contents: dict[str, bytearray] = {}
@@ -44,11 +46,11 @@ class ModelConsumer:
         ring = self.ring
         assert 0 <= ring.write_pos - ring.read_pos <= ring.capacity
         end = ring.write_pos
-        for _, _, kind, file_id, offset, payload in ring.records(ring.read_pos, end):
+        for _, _, kind, file_id, offset, payload in self.reader.records(end):
             if kind == OPEN:
                 path = os.fsdecode(bytes(payload))
                 assert file_id not in self.paths, "file ids are never reused"
-                assert ring.slot_path(file_id) == path
+                assert self.reader.file_path(file_id) == path
                 self.paths[file_id] = path
                 self.open.add(file_id)
                 self.contents[path] = bytearray()
@@ -61,7 +63,7 @@ class ModelConsumer:
                 assert kind == CLOSE
                 self.open.discard(file_id)
             payload.release()
-        ring.fields[READ_POS] = end
+        self.reader.publish_read(end)
         self.drains += 1
 
 
@@ -95,11 +97,17 @@ _OPS = st.lists(
 def test_ring_delivers_exactly_what_was_appended(ops, seed, start):
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as directory:
-        ring = WalRing.create(os.path.join(directory, "ring"), MIN_CAPACITY)
+        path = os.path.join(directory, "ring")
+        WalRing.create(path, MIN_CAPACITY).close()
+        # Positions need not start at 0 (a ring in use for a while): small records meet
+        # the end of the ring too. Header words 8 and 16 (docs/formats.md): write_pos
+        # and read_pos, set here as no producer or consumer would.
+        with open(path, "r+b") as f:
+            for word in (8, 16):
+                f.seek(8 * word)
+                f.write(struct.pack("<Q", start))
+        ring = WalRing.attach(path)
         try:
-            # Positions need not start at 0 (a ring in use for a while): small records
-            # meet the end of the ring too.
-            ring.fields[WRITE_POS] = ring.fields[READ_POS] = start
             consumer = ModelConsumer(ring)
             # The producer's wake() drains synchronously: a full ring empties while the
             # producer waits, as with a real consumer.
@@ -204,7 +212,77 @@ def test_consumer_reports_bytes_that_are_not_records(ring):
     writer.append(writer.open_file("/nowhere/log"), 0, b"x")
     ring.data[0:2] = b"\x09\x00"  # an unknown record kind
     with pytest.raises(CorruptionError):
-        list(ring.records(0, ring.write_pos))
+        list(RingReader(ring).records(ring.write_pos))
+
+
+def test_reader_publishes_positions_and_counters_the_producer_sees(ring):
+    writer = RingWriter(ring, lambda: None)
+    file_id = writer.open_file("/nowhere/log")
+    writer.append(file_id, 0, b"x" * 100)
+    writer.request_durable(writer.position)
+    reader = RingReader(ring)
+    published = (reader.write_pos, reader.sync_request_pos, reader.producer_start_pos)
+    assert published == (writer.position, writer.position, 0)
+    assert [kind for _, _, kind, _, _, _ in reader.records(reader.write_pos)] == [OPEN, DATA]
+    assert reader.file_path(file_id) == "/nowhere/log" and reader.file_path(file_id + 1) is None
+
+    reader.publish_read(reader.write_pos)
+    writer.wait_drained(0)  # returns at once: nothing left to wait for
+    assert ring.read_pos == writer.position and ring.durable_pos == 0
+    reader.publish_durable()
+    writer.wait_durable(writer.position)
+    assert ring.durable_pos == writer.position
+    assert reader.published() == (writer.position, writer.position, 0)
+
+    reader.count_drained(2, 0)  # a drain that wrote nothing is no write batch
+    reader.count_drained(3, 100)
+    reader.count_fsync()
+    assert (ring.records_consumed, ring.bytes_written, ring.write_batches, ring.fsyncs) == (5, 100, 1, 1)
+
+
+def test_a_failure_stands_for_its_producer_until_a_new_ones_records_are_read(ring):
+    dead = RingWriter(ring, lambda: None)
+    file_id = dead.open_file("/nowhere/log")
+    dead.append(file_id, 0, b"fails")
+    dead.append(file_id, 5, b"dropped")
+    reader = RingReader(ring)
+    _, (_, failed_end), (dropped_pos, _) = [(pos, end) for pos, end, *_ in reader.records(ring.write_pos)]
+    reader.record_failure(errno.ENOSPC, file_id, failed_end)
+    assert reader.error_errno == ring.error_errno == errno.ENOSPC
+    with pytest.raises(StorageIOError) as info:
+        dead.raise_if_failed()
+    assert info.value.errno == errno.ENOSPC and "/nowhere/log" in str(info.value)
+
+    restarted = RingWriter(ring, lambda: None)
+    restarted.raise_if_failed()  # the failure concerns bytes before its start
+    # The dead producer's later DATA is still dropped; the new one's records are not.
+    assert reader.forget_dead_producer_error(dropped_pos, restarted.start_pos) == errno.ENOSPC
+    assert reader.forget_dead_producer_error(restarted.start_pos, restarted.start_pos) == 0
+    assert reader.error_errno == ring.error_errno == 0
+
+    reader.record_failure(None, file_id, restarted.position)  # no errno: reported as EIO
+    with pytest.raises(StorageIOError) as info:
+        restarted.raise_if_failed()
+    assert info.value.errno == errno.EIO
+
+
+def test_a_restarted_reader_sees_the_standing_failure_and_waits_for_the_old_one(ring):
+    reader = RingReader(ring)
+    reader.record_failure(errno.EFBIG, 1, 8)
+    other = WalRing.attach(ring.path)
+    took_over = []
+    thread = threading.Thread(target=lambda: took_over.append(RingReader(other)))
+    thread.start()
+    try:
+        thread.join(0.2)
+        assert not took_over  # the lock: two consumers would race on read_pos
+        ring.close()
+        thread.join(10)
+        assert took_over[0].error_errno == errno.EFBIG
+    finally:
+        ring.close()
+        thread.join()
+        other.close()
 
 
 def test_attach_checks_the_header(tmp_path):
