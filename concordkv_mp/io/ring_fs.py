@@ -84,16 +84,7 @@ class RingFileSystem(FileSystem):
         self._writer.raise_if_failed()
         return self._ring.durable_pos
 
-    # The same three under the names the I/O optimizer's tests use.
-    position = property(durability_ticket)
-    durable_pos = property(lambda self: self._ring.durable_pos)
-    request_durable = request_durability
-
     def wait_drained(self, timeout: float) -> None:
         """Block until the optimizer has consumed every record in the ring; call before
         reading any log file back. StorageIOError(ETIMEDOUT) after `timeout` seconds."""
         self._writer.wait_drained(timeout)
-
-    def raise_if_failed(self) -> None:
-        """StorageIOError if the optimizer failed to write or sync this producer's bytes."""
-        self._writer.raise_if_failed()

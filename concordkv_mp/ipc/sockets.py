@@ -1,8 +1,9 @@
 """ZeroMQ socket settings shared by every server socket that faces clients.
 
 Each setting bounds what one peer can cost the server (docs/protocol.md, "Limits"),
-and `send_or_drop` is how a reply meets those bounds. It owns socket options and
-sending, never message contents.
+and `send_or_drop` is how a reply meets those bounds; `discard_pending` empties a
+socket whose messages only mean "wake up". It owns socket options, sending and
+receiving, never message contents.
 """
 
 from __future__ import annotations
@@ -43,3 +44,13 @@ def send_or_drop(socket, frames) -> None:
     except zmq.ZMQError as exc:
         if exc.errno != zmq.EHOSTUNREACH:
             raise
+
+
+def discard_pending(socket) -> None:
+    """Receive and drop every message waiting on `socket`, without blocking: wake-ups
+    and notifications, whose only news is that they came."""
+    while True:
+        try:
+            socket.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return

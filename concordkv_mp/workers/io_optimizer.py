@@ -58,6 +58,7 @@ import zmq
 
 from concordkv_mp.errors import ConfigError, CorruptionError
 from concordkv_mp.io.wal_ring import CLOSE, DATA, OPEN, RingReader, WalRing
+from concordkv_mp.ipc.sockets import discard_pending
 from concordkv_mp.options import FSYNC_POLICIES
 
 NOTIFICATION = struct.Struct(">HQQQ")  # ring index, read_pos, durable_pos, error_errno
@@ -380,7 +381,7 @@ def run(
             if stopping_now:
                 return 0
             poller.poll(core.next_timeout() * 1000)
-            _drain_socket(pull)
+            discard_pending(pull)
             try:
                 while signal_reader.recv(4096):
                     pass
@@ -395,14 +396,6 @@ def run(
         context.term()
         signal_reader.close()
         signal_writer.close()
-
-
-def _drain_socket(sock) -> None:
-    while True:
-        try:
-            sock.recv(zmq.NOBLOCK)
-        except zmq.Again:
-            return
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,7 +42,7 @@ from concordkv_mp.io.wal_ring import WalRing
 from concordkv_mp.ipc import protocol
 from concordkv_mp.ipc.operations import FRONT, KEY, OPERATIONS, WRITE_OPERATIONS, Operation
 from concordkv_mp.ipc.protocol import Limits, SlotMap
-from concordkv_mp.ipc.sockets import configure_router, send_or_drop
+from concordkv_mp.ipc.sockets import configure_router, discard_pending, send_or_drop
 from concordkv_mp.ipc.stream_server import StreamServer
 from concordkv_mp.workers.compaction_pool import PoolWorkerClient
 from concordkv_mp.workers.lifecycle import announce_ready, become_child, exit_child
@@ -360,7 +360,7 @@ def _serve(core: PartitionCore, router, notify, streams: StreamServer, hold: Rep
             if item is router:
                 _receive_burst(router, requests)
             elif item is notify:
-                _drain(notify)  # news of the optimizer: the hold reads the ring itself
+                discard_pending(notify)  # news of the optimizer: the hold reads the ring itself
             else:
                 streams.on_event(item, events, requests)
         for envelope, body in requests:
@@ -386,14 +386,6 @@ def _receive_burst(router, requests: list) -> None:
         except zmq.Again:
             return
         requests.append((frames, frames.pop()))
-
-
-def _drain(socket) -> None:
-    while True:
-        try:
-            socket.recv(zmq.NOBLOCK)
-        except zmq.Again:
-            return
 
 
 def partition_main(spec: PartitionSpec, supervisor_pid: int) -> None:

@@ -152,7 +152,7 @@ def test_contiguous_appends_are_one_pwritev_and_one_fdatasync(in_process, tmp_pa
     log.sync()
     assert _read(log.path) == b"".join(chunks)
     assert (ring.write_batches, ring.fsyncs, ring.bytes_written, ring.records_consumed) == (1, 1, 20_000, 201)
-    assert ring.durable_pos == ring.read_pos == ring.write_pos == fs.position
+    assert ring.durable_pos == ring.read_pos == ring.write_pos == fs.durability_ticket()
     log.close()
 
 
@@ -167,9 +167,9 @@ def test_an_open_failure_is_raised_by_sync_with_its_errno(in_process, tmp_path):
         log.sync()
     assert info.value.errno == errno.EISDIR
     assert path in str(info.value)
-    assert ring.durable_pos < fs.position
+    assert ring.durable_pos < fs.durability_ticket()
     with pytest.raises(StorageIOError):
-        fs.raise_if_failed()
+        fs.durable_through()
 
 
 def test_bytes_of_a_removed_file_are_dropped(in_process, tmp_path):
@@ -180,7 +180,7 @@ def test_bytes_of_a_removed_file_are_dropped(in_process, tmp_path):
     os.remove(path)  # the engine removed it before the optimizer opened it
     log.sync()
     assert not os.path.exists(path)
-    assert ring.durable_pos == fs.position
+    assert ring.durable_pos == fs.durability_ticket()
 
 
 # ---------------------------------------------------------------- the process
@@ -386,7 +386,7 @@ def _one_drained_log(setup, tmp_path, fsync: str):
 
 def _wait_until_durable(fs, ring, interval: float) -> None:
     deadline = time.monotonic() + 3
-    while ring.durable_pos < fs.position:
+    while ring.durable_pos < fs.durability_ticket():
         assert time.monotonic() < deadline
         time.sleep(interval)
 
@@ -394,10 +394,10 @@ def _wait_until_durable(fs, ring, interval: float) -> None:
 def test_sigterm_syncs_what_was_written_and_exits_0(setup, tmp_path):
     fs, ring, log = _one_drained_log(setup, tmp_path, "none")
     time.sleep(0.3)
-    assert ring.read_pos == fs.position and ring.durable_pos < fs.position  # "none": no sync unasked
+    assert ring.read_pos == fs.durability_ticket() and ring.durable_pos < fs.durability_ticket()  # "none": no sync unasked
     setup.process.send_signal(signal.SIGTERM)
     assert setup.process.wait(10) == 0
-    assert ring.durable_pos == fs.position
+    assert ring.durable_pos == fs.durability_ticket()
     assert _read(log.path) == b"x" * 1000
 
 
@@ -410,6 +410,6 @@ def test_everysec_syncs_within_a_second_and_none_only_on_request(setup, tmp_path
     log.append(b"y" * 1000)
     fs.wait_drained(10)
     time.sleep(1.2)
-    assert ring.durable_pos < fs.position
-    fs.request_durable(fs.position)
+    assert ring.durable_pos < fs.durability_ticket()
+    fs.request_durability(fs.durability_ticket())
     _wait_until_durable(fs, ring, 0.01)
