@@ -36,6 +36,8 @@ from tests.support.crash_child import KEY_SPACE, value_for
 from tests.support.engine_options import tiny_options
 
 ROUNDS = {"lsm": 40, "btree": 20, "rbtree": 20, "hash": 20, "array": 20}
+# Acknowledged operations a child does at least before a kill that is not an early one.
+MIN_ACKS = 30
 CHILD = Path(__file__).parent / "support" / "crash_child.py"
 REPO_ROOT = Path(__file__).parent.parent
 
@@ -104,10 +106,16 @@ def run_child(db_path, log_path, err_path, seed, first_counter, options, rng, wh
             # interrupt too.
             time.sleep(rng.uniform(0.0, 0.4))
         else:
-            deadline = time.monotonic() + 30
-            while not read_log(log_path)[1]:
-                assert child.poll() is None, f"{where}: child died while opening:\n{err_path.read_text()}"
-                assert time.monotonic() < deadline, f"{where}: child did not open the database in 30 s"
+            # Kill once the child has done some work (a number of acknowledged operations,
+            # not a time: on a loaded machine fsyncs are slower), at a random moment after.
+            wanted = rng.randint(MIN_ACKS, 2 * MIN_ACKS)
+            deadline = time.monotonic() + 60
+            while True:
+                events, ready = read_log(log_path)
+                if ready and sum(kind == "ack" for kind, _ in events) >= wanted:
+                    break
+                assert child.poll() is None, f"{where}: child died:\n{err_path.read_text()}"
+                assert time.monotonic() < deadline, f"{where}: child did not open and do {wanted} writes in 60 s"
                 time.sleep(0.005)
             time.sleep(rng.uniform(0.0, 1.0))
         assert child.poll() is None, f"{where}: child exited by itself:\n{err_path.read_text()}"
