@@ -81,13 +81,16 @@ def test_a_value_larger_than_64_mib_ships_to_the_flush_worker(tmp_path):
     also caps one bin (value) at 64 MiB, while max_value_size may be up to 512 MiB: the
     worker died on such a value, twice, and the database went read-only. The pipe is
     private to the owner, so it has no size cap of its own."""
+    from concordkv_mp.engines.lsm.memtable import MemTable
     from concordkv_mp.options import StorageOptions
     from concordkv_mp.workers.compaction_client import CompactionWorkerClient
 
-    items = [(b"big", [1, b"v" * (70 << 20)]), (b"small", [2, b"s"])]
+    memtable = MemTable(wal_number=0)
+    memtable.apply(1, [(b"big", b"v" * (70 << 20)), (b"small", b"s")], None)
+    memtable.freeze()
     client = CompactionWorkerClient()
     try:
-        meta = client.flush(str(tmp_path), 7, items, StorageOptions(compression="none"))
+        meta = client.flush(str(tmp_path), 7, memtable, StorageOptions(compression="none"))
     finally:
         client.stop()
     assert (meta.number, meta.entries, meta.smallest, meta.largest) == (7, 2, b"big", b"small")
