@@ -13,9 +13,10 @@ import os
 from concordkv_mp import aio, errors
 from concordkv_mp.client.sync_client import Client, connect
 from concordkv_mp.database import Database
-from concordkv_mp.errors import InvalidTypeError
+from concordkv_mp.errors import ConfigError, InvalidTypeError
 from concordkv_mp.io.fs import DEFAULT_FS
 from concordkv_mp.options import StorageOptions
+from concordkv_mp.workers.compaction_client import CompactionWorkerClient
 
 __version__ = "0.1.0"
 __all__ = ["open", "connect", "aio", "Database", "Client", "StorageOptions", "errors", "__version__"]
@@ -39,4 +40,14 @@ def open(path, engine: str | None = None, *, for_testing_fs=None, **options) -> 
         path = os.fspath(path)
     except TypeError:
         raise InvalidTypeError(f"path must be a str or os.PathLike, not {type(path).__name__}") from None
-    return Database(path, storage_options, for_testing_fs or DEFAULT_FS, engine)
+    # compaction_workers >= 1: the LSM engine's flush and compaction threads each get a
+    # worker process; 0: no factory, so the steps run in those threads.
+    executor_factory = _private_worker if storage_options.compaction_workers else None
+    return Database(path, storage_options, for_testing_fs or DEFAULT_FS, engine, executor_factory)
+
+
+def _private_worker(fs) -> CompactionWorkerClient:
+    """A worker process of its own for one LSM engine thread, started at its first job."""
+    if fs is not DEFAULT_FS:
+        raise ConfigError("compaction_workers", "a test file system cannot reach a worker process; use 0")
+    return CompactionWorkerClient()

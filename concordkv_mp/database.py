@@ -43,9 +43,11 @@ _SWITCHED = (EngineRetiredError, ClosedError)
 class Database:
     """An open database. Use as a context manager, or call `close()`."""
 
-    def __init__(self, path: str, options, fs, requested_engine: str | None, worker_factory=None):
-        """Open the database at `path`; see `concordkv_mp.open`. `worker_factory` makes
-        compaction-worker handles for the LSM engine (the server's shared pool)."""
+    def __init__(self, path: str, options, fs, requested_engine: str | None, executor_factory=None):
+        """Open the database at `path`; see `concordkv_mp.open`. `executor_factory` makes
+        the LSM engine's background executors (engines/lsm/executor.py: a private worker
+        process, the server's shared pool; None runs the steps in the engine's threads),
+        and is kept for the engine an engine switch opens."""
         fs.make_dirs(path)
         self._lock_file = fs.lock(os.path.join(path, "LOCK"))
         try:
@@ -60,14 +62,14 @@ class Database:
                 )
             options = replace(options, engine=record.engine)
             remove_other_engine_directories(fs, path, record)
-            self._engine = open_engine(record.engine, os.path.join(path, record.directory), options, fs, worker_factory)
+            self._engine = open_engine(record.engine, os.path.join(path, record.directory), options, fs, executor_factory)
             if not fs.exists(os.path.join(path, "ENGINE")):
                 write_engine_record(fs, path, record)
         except BaseException:
             self._lock_file.release()
             raise
         self._fs = fs
-        self._worker_factory = worker_factory
+        self._executor_factory = executor_factory
         self._record = record
         self._switch_lock = threading.Lock()
         self._max_key = options.max_key_size
@@ -223,7 +225,7 @@ class Database:
 
             def copy_and_commit():
                 nonlocal commit_unknown
-                new_engine = open_engine(name, directory, options, self._fs, self._worker_factory)
+                new_engine = open_engine(name, directory, options, self._fs, self._executor_factory)
                 try:
                     _copy(old_engine, new_engine)
                     new_engine.flush()

@@ -1,5 +1,6 @@
 """The worker processes (flush and compaction): they die with their owner, and a worker
-that dies on its own is restarted without the owner losing data or becoming read-only."""
+that dies on its own is restarted without the owner losing data or becoming read-only.
+`open()` gives them to an LSM engine only on the real file system."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ import time
 
 import psutil
 
+import pytest
+
 import concordkv_mp
+from concordkv_mp.errors import ConfigError
+from concordkv_mp.io.fs import FileSystem
 
 OPTIONS = dict(memtable_size=8192, l0_compaction_trigger=2, level_base_size=16 * 1024, target_file_size=8 * 1024)
 
@@ -81,14 +86,35 @@ def test_a_value_larger_than_64_mib_ships_to_the_flush_worker(tmp_path):
     also caps one bin (value) at 64 MiB, while max_value_size may be up to 512 MiB: the
     worker died on such a value, twice, and the database went read-only. The pipe is
     private to the owner, so it has no size cap of its own."""
+    from concordkv_mp.engines.lsm.memtable import MemTable
     from concordkv_mp.options import StorageOptions
     from concordkv_mp.workers.compaction_client import CompactionWorkerClient
 
-    items = [(b"big", [1, b"v" * (70 << 20)]), (b"small", [2, b"s"])]
+    memtable = MemTable(wal_number=0)
+    memtable.apply(1, [(b"big", b"v" * (70 << 20)), (b"small", b"s")], None)
+    memtable.freeze()
     client = CompactionWorkerClient()
     try:
-        meta = client.flush(str(tmp_path), 7, items, StorageOptions(compression="none"))
+        meta = client.flush(str(tmp_path), 7, memtable, StorageOptions(compression="none"))
     finally:
         client.stop()
     assert (meta.number, meta.entries, meta.smallest, meta.largest) == (7, 2, b"big", b"small")
     assert client.restarts == 0
+
+
+def test_a_test_file_system_needs_compaction_workers_0_for_lsm(tmp_path):
+    test_fs = FileSystem()  # any file system but the default one
+    with pytest.raises(ConfigError) as refused:
+        concordkv_mp.open(tmp_path / "lsm", for_testing_fs=test_fs)
+    assert refused.value.field == "compaction_workers"
+    assert os.listdir(tmp_path / "lsm") == ["LOCK"]  # refused before the engine created anything
+    with concordkv_mp.open(tmp_path / "lsm", compaction_workers=0, for_testing_fs=test_fs) as db:
+        db.set(b"k", b"v")
+        db.compact()
+        assert db.stats()["workers"] == {}
+    with concordkv_mp.open(tmp_path / "hash", engine="hash", for_testing_fs=test_fs) as db:
+        db.set(b"k", b"v")
+        with pytest.raises(ConfigError) as refused:
+            db.switch_engine("lsm")
+        assert refused.value.field == "compaction_workers"
+        assert (db.engine, db.get(b"k")) == ("hash", b"v")

@@ -1,6 +1,8 @@
 """Storage engines behind one interface, and the factory that opens them by name.
 
-An engine is single-process and knows nothing of IPC. Each offers:
+An engine is single-process and knows nothing of IPC or of other processes: the LSM
+engine's background steps run wherever the executor its caller injects runs them
+(engines/lsm/executor.py). Each offers:
 `get(key)`, `write(pairs)` (atomic; value None deletes), `delete_existing(keys) -> int`,
 `update_existing(key, value) -> bool`, `scan(start, end, reverse)` (snapshot iterator of
 (key, value) in [start, end)), `count()`, `stats()`, `flush()`, `compact()`, `close()`,
@@ -30,10 +32,11 @@ _INDEXES = {
 }
 
 
-def open_engine(name: str, path: str, options, fs, worker_factory=None):
-    """`worker_factory`: see LSMEngine; the in-memory engines have no workers."""
+def open_engine(name: str, path: str, options, fs, executor_factory=None):
+    """`executor_factory`: see LSMEngine; the in-memory engines have no background steps
+    to hand over and ignore it."""
     if name == "lsm":
-        return LSMEngine(path, options, fs, worker_factory)
+        return LSMEngine(path, options, fs, executor_factory)
     try:
         make_index = _INDEXES[name]
     except KeyError:

@@ -1,11 +1,12 @@
-"""The engine's handle on its compaction worker process: start, submit, restart, stop.
+"""The executor that runs an LSM engine's background steps in a private worker process.
 
-Owned by one engine's background thread (calls are serialised by that thread).
+Implements `BackgroundExecutor` (engines/lsm/executor.py) for one engine's background
+thread (calls are serialised by that thread); `concordkv_mp.open()` injects it.
 `WorkerJobs` (shared with the server's pool handle) encodes the jobs and turns worker
 replies back into `FileMeta`s or the errors the worker met; `CompactionWorkerClient`
-runs them on a private worker process: one that died mid-task is restarted and the
-task tried once more, since a task only reads its inputs and (re)writes files under
-numbers reserved for it.
+runs them on a private worker process, started at its first job: one that died
+mid-task is restarted and the task tried once more, since a task only reads its inputs
+and (re)writes files under numbers reserved for it. The engine must not import this.
 """
 
 from __future__ import annotations
@@ -29,19 +30,25 @@ MAX_MESSAGE_BYTES = 0
 
 
 class WorkerJobs:
-    """The jobs an engine hands a worker, over a subclass's `_run(request) -> reply`:
-    the request encoding and the mapping of error replies to exceptions, shared by the
-    embedded engine's private worker and the server's pool (compaction_pool.py)."""
+    """The jobs an engine hands a worker, over a subclass's `_run(request) -> reply`
+    and its `pid` and `restarts`: the request encoding and the mapping of error replies
+    to exceptions, shared by the embedded engine's private worker and the server's pool
+    (compaction_pool.py)."""
 
     tasks = 0
 
     def compact(self, directory: str, task, options) -> list[FileMeta]:
         return self._call({"op": "compact", "directory": directory, "task": task.to_record()}, options)
 
-    def flush(self, directory: str, number: int, items: list, options) -> FileMeta | None:
-        """Write a frozen MemTable, given as its (key, entry) items, as table `number`."""
-        outputs = self._call({"op": "flush", "directory": directory, "number": number, "items": items}, options)
+    def flush(self, directory: str, number: int, memtable, options) -> FileMeta | None:
+        """Write the frozen `memtable` as table `number`: it is shipped as its (key,
+        entry) items, unsorted, since sorting is work the worker takes off the engine."""
+        fields = {"op": "flush", "directory": directory, "number": number, "items": memtable.items()}
+        outputs = self._call(fields, options)
         return outputs[0] if outputs else None
+
+    def worker_stats(self) -> dict:
+        return {"pid": self.pid, "tasks": self.tasks, "restarts": self.restarts}
 
     def _call(self, fields: dict, options) -> list[FileMeta]:
         reply = self._run(msgpack.packb({"version": PROTOCOL_VERSION, "options": dataclasses.asdict(options), **fields}))

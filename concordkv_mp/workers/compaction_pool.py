@@ -3,8 +3,8 @@
 Each pool worker is a process with a ROUTER socket on `ipc://<run>/compactor-<j>.sock`
 that runs `compactor.handle` (the pure flush and compaction steps, unchanged) on each
 request and replies; it never touches a manifest. A partition's LSM engine reaches the
-pool through `PoolWorkerClient`, which has the interface of `CompactionWorkerClient`
-(the embedded engine's private worker), so the engine does not know which it has.
+pool through `PoolWorkerClient`, the executor (engines/lsm/executor.py) that the
+partition injects, so the engine does not know where its steps run.
 
 A job is lost if its worker dies (SIGKILL, OOM): the client notices because the
 process table shows another pid for that worker, and sends the job again — to the next

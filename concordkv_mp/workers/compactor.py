@@ -14,9 +14,6 @@ under the same numbers.
 
 from __future__ import annotations
 
-import ctypes
-import os
-import signal
 import sys
 
 import msgpack
@@ -27,6 +24,7 @@ from concordkv_mp.errors import ConcordKVError
 from concordkv_mp.io.fs import DEFAULT_FS
 from concordkv_mp.options import StorageOptions
 from concordkv_mp.workers.compaction_client import MAX_MESSAGE_BYTES, PROTOCOL_VERSION
+from concordkv_mp.workers.owner import die_with_owner
 
 
 def handle(request: dict) -> dict:
@@ -56,16 +54,6 @@ def handle(request: dict) -> dict:
     except Exception as exc:  # a bug, not bad data: reported to the owner, which goes read-only
         return {"error": f"{type(exc).__name__}: {exc}", "code": "INTERNAL"}
     return {"outputs": [meta.to_record() for meta in outputs]}
-
-
-def die_with_owner(owner_pid: int) -> None:
-    """Ask Linux to SIGKILL this process when the thread that started it exits."""
-    pr_set_pdeathsig = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != owner_pid:  # the owner died before prctl took effect
-        os._exit(1)
 
 
 def main() -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import signal
 
-from concordkv_mp.workers.compactor import die_with_owner
+from concordkv_mp.workers.owner import die_with_owner
 
 
 _ready_fd: int | None = None

@@ -308,7 +308,7 @@ def run_partition(spec: PartitionSpec, stop) -> None:
             options,
             fs,
             None,
-            lambda: PoolWorkerClient(list(spec.compactor_endpoints), spec.process_table),
+            executor_factory=lambda _fs: PoolWorkerClient(list(spec.compactor_endpoints), spec.process_table),
         )
         core = PartitionCore(
             spec.index, db, SlotMap(spec.partitions), spec.limits, spec.max_message_size, spec.public_endpoint, spec.server_id

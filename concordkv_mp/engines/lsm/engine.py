@@ -14,8 +14,9 @@ Concurrency model (LevelDB's):
   read never misses data that moved between them;
 - scans take a snapshot (the last sequence number) and pin the MemTables and Version;
   the live MemTable is read in chunks under the mutex;
-- a flush thread and a compaction thread run the pure steps of `compaction.py` (in
-  worker processes by default) and install their results under the mutex;
+- a flush thread and a compaction thread hand the pure steps of `compaction.py` to
+  their executors (executor.py: in the thread itself unless the caller injects
+  another, such as a worker process) and install the results under the mutex;
 - any failed WAL write/fsync, flush or compaction makes the engine read-only
   (fail-stop): nothing is acknowledged that did not reach the disk, and reopening
   recovers a consistent state.
@@ -36,9 +37,8 @@ from concordkv_mp.engines.lsm.compaction import (
     output_numbers_needed,
     pick_compaction,
     pick_level_compaction,
-    run_compaction,
-    write_flush,
 )
+from concordkv_mp.engines.lsm.executor import ExecutorFactory, InProcessExecutor
 from concordkv_mp.engines.lsm.file_meta import sstable_name, wal_name
 from concordkv_mp.engines.lsm.iterators import memtable_source, merge_sources, visible_items
 from concordkv_mp.engines.lsm.manifest import ManifestState, write_manifest
@@ -47,9 +47,8 @@ from concordkv_mp.engines.lsm.recovery import recover
 from concordkv_mp.engines.lsm.version import TableCache, Version, VersionSet
 from concordkv_mp.engines.wal import WalWriter
 from concordkv_mp.engines.write_queue import QueuedWrites, Writer, WriteQueue
-from concordkv_mp.errors import ClosedError, ConfigError, ReadOnlyError
+from concordkv_mp.errors import ClosedError, ReadOnlyError
 from concordkv_mp.io.fs import DEFAULT_FS
-from concordkv_mp.workers.compaction_client import CompactionWorkerClient
 
 _NO_LOCK = nullcontext()
 
@@ -66,13 +65,14 @@ class _ManualCompaction:
 class LSMEngine(QueuedWrites):
     name = "lsm"
 
-    def __init__(self, directory: str, options, fs=DEFAULT_FS, worker_factory=None):
-        """`worker_factory()` makes the handle on a compaction worker (the server passes
-        one for its shared pool); by default each engine starts its own worker process."""
-        if worker_factory is None:
-            if options.compaction_workers and fs is not DEFAULT_FS:
-                raise ConfigError("compaction_workers", "a test file system cannot reach a worker process; use 0")
-            worker_factory = CompactionWorkerClient
+    def __init__(self, directory: str, options, fs=DEFAULT_FS, executor_factory: ExecutorFactory | None = None):
+        """`executor_factory(fs)` makes the executor of the flush thread and, called
+        again, that of the compaction thread (executor.py); by default both steps run
+        in those threads. `options.compaction_workers` is the caller's to act on."""
+        # Before anything is created on disk: a factory may refuse `fs`.
+        if executor_factory is None:
+            executor_factory = InProcessExecutor
+        flusher, compactor = executor_factory(fs), executor_factory(fs)
         fs.make_dirs(directory)
         self._lock_file = fs.lock(os.path.join(directory, "LOCK"))
         try:
@@ -108,11 +108,8 @@ class LSMEngine(QueuedWrites):
             self._compact_pointers: dict[int, bytes] = {}
             self._obsolete: set[int] = set()
             self._manual: _ManualCompaction | None = None
-            # Worker processes for the flush and the compaction thread, started lazily at
-            # their first job; with compaction_workers=0 both steps run in the threads.
-            use_workers = options.compaction_workers > 0
-            self._flusher = worker_factory() if use_workers else None
-            self._compactor = worker_factory() if use_workers else None
+            self._flusher = flusher
+            self._compactor = compactor
             self._bg_error: BaseException | None = None
             self._closing = False
             self._closed = False
@@ -374,10 +371,7 @@ class LSMEngine(QueuedWrites):
         number = self._allocate_file_number()
         self._mutex.release()
         try:
-            if self._flusher is not None:
-                meta = self._flusher.flush(self._dir, number, imm.items(), self._options)
-            else:
-                meta = write_flush(self._fs, self._dir, imm.columns(), number, self._options)
+            meta = self._flusher.flush(self._dir, number, imm, self._options)
         finally:
             self._mutex.acquire()
         levels = [list(level) for level in self._version.levels]
@@ -413,10 +407,7 @@ class LSMEngine(QueuedWrites):
             task.output_numbers = [self._allocate_file_number() for _ in range(output_numbers_needed(task, self._options))]
             self._mutex.release()
             try:
-                if self._compactor is not None:
-                    outputs = self._compactor.compact(self._dir, task, self._options)
-                else:
-                    outputs = run_compaction(self._fs, self._dir, task, self._options)
+                outputs = self._compactor.compact(self._dir, task, self._options)
             finally:
                 self._mutex.acquire()
             self._counters["compactions"] += 1
@@ -486,9 +477,8 @@ class LSMEngine(QueuedWrites):
             self._work_cv.notify_all()
         for thread in self._bg_threads:
             thread.join()
-        for worker in (self._flusher, self._compactor):
-            if worker is not None:
-                worker.stop()
+        for executor in (self._flusher, self._compactor):
+            executor.stop()
         self._stop_sync.set()
         if self._sync_thread is not None:
             self._sync_thread.join()
@@ -561,9 +551,9 @@ class LSMEngine(QueuedWrites):
                 "background_error": str(self._bg_error) if self._bg_error is not None else None,
                 "recovery": dict(self.recovery),
                 "workers": {
-                    role: {"pid": worker.pid, "tasks": worker.tasks, "restarts": worker.restarts}
-                    for role, worker in (("flush", self._flusher), ("compaction", self._compactor))
-                    if worker is not None
+                    role: worker
+                    for role, executor in (("flush", self._flusher), ("compaction", self._compactor))
+                    if (worker := executor.worker_stats()) is not None
                 },
             }
 

@@ -108,8 +108,8 @@ class MemTable:
 
     def freeze(self) -> None:
         """Make the table immutable. Its keys are sorted only when needed: by a scan,
-        by `columns()` for a flush in the engine's thread, or — the default — by the
-        flush worker process, on its own copy."""
+        by `columns()` for a flush in the engine's thread, or by a flush worker process
+        (`concordkv_mp.open()`'s default) on its own copy."""
         self.frozen = True
 
     def items(self) -> list:
