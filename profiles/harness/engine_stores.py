@@ -17,6 +17,7 @@ from concordkv_mp.engines.memory.engine import MemoryEngine
 from concordkv_mp.engines.memory.invariant import InvariantError
 from concordkv_mp.io.fs import DEFAULT_FS
 from concordkv_mp.options import StorageOptions
+from concordkv_mp.workers.compaction_client import CompactionWorkerClient
 from harness.stores import Dict, LevelDB, MiB, Store
 
 
@@ -154,7 +155,9 @@ class EngineStore(Store):
         options = StorageOptions(fsync="none", memtable_size=s["memtable_mb"] * MiB, cache_size=s["cache_mb"] * MiB,
                                  snapshot_wal_size=s["snapshot_wal_size"])
         if self.make_index is None:
-            self.engine = open_engine(self.name, str(path), options, DEFAULT_FS)
+            # As concordkv_mp.open() does with compaction_workers=1 (the default): the LSM
+            # engine's flushes and compactions run in worker processes.
+            self.engine = open_engine(self.name, str(path), options, DEFAULT_FS, lambda fs: CompactionWorkerClient())
         else:
             self.engine = MemoryEngine(str(path), options, DEFAULT_FS, self.make_index())
         write = self.engine.write
