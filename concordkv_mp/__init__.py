@@ -16,9 +16,9 @@ from concordkv_mp.database import Database
 from concordkv_mp.errors import ConfigError, InvalidTypeError
 from concordkv_mp.io.fs import DEFAULT_FS
 from concordkv_mp.options import StorageOptions
+from concordkv_mp.version import __version__
 from concordkv_mp.workers.compaction_client import CompactionWorkerClient
 
-__version__ = "0.1.0"
 __all__ = ["open", "connect", "aio", "Database", "Client", "StorageOptions", "errors", "__version__"]
 
 

@@ -644,14 +644,14 @@ def test_serve_refuses_a_bad_file_and_a_bad_variable_with_exit_2(tmp_path):
 
 @pytest.fixture
 def supervisor(monkeypatch):
-    """A stand-in for concordkv_mp.workers.supervisor recording its calls."""
+    """A stand-in for concordkv_mp.server.daemon (serve, stop) recording its calls."""
     calls = []
     module = types.SimpleNamespace(
         serve=lambda config, daemon: calls.append(("serve", config, daemon)) or 0,
         stop_server=lambda config, timeout: calls.append(("stop", config, timeout)) or module.running,
         running=True,
     )
-    monkeypatch.setitem(sys.modules, "concordkv_mp.workers.supervisor", module)
+    monkeypatch.setitem(sys.modules, "concordkv_mp.server.daemon", module)
     return types.SimpleNamespace(calls=calls, module=module)
 
 

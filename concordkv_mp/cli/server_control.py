@@ -107,14 +107,14 @@ def _config(args: argparse.Namespace) -> ServerConfig:
 def run_serve(args: argparse.Namespace) -> int:
     config = _config(args)
     # Imported here so that the other subcommands do not load the server's modules.
-    from concordkv_mp.workers.supervisor import serve
+    from concordkv_mp.server.daemon import serve
 
     return serve(config, daemon=args.daemon)
 
 
 def run_stop(args: argparse.Namespace) -> int:
     config = _config(args)
-    from concordkv_mp.workers.supervisor import stop_server
+    from concordkv_mp.server.daemon import stop_server
 
     if stop_server(config, args.timeout):
         print(f"stopped the server of {config.data_dir} (pid file {config.pid_file})")

@@ -2,4 +2,4 @@
 (`mapped_log`), OSError translation (`oserrors`) and, for the server, the shared-memory
 WAL ring with its producer's and consumer's sides (`wal_ring`) and the FileSystem that
 sends a partition's logs through it (`ring_fs`). The process that drains the rings is
-workers/io_optimizer.py; nothing here knows the engines' file formats."""
+server/io_optimizer.py; nothing here knows the engines' file formats."""

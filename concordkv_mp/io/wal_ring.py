@@ -28,7 +28,7 @@ may run on any thread. `RingReader` is used by one thread.
 
 This module owns the ring's bytes (layout below, documented in docs/formats.md) and
 both sides' protocols over them. It does no file I/O on WAL files: the I/O optimizer
-(workers/io_optimizer.py) does, through a reader per ring, and `ring_fs.py` adapts a
+(server/io_optimizer.py) does, through a reader per ring, and `ring_fs.py` adapts a
 writer to the FileSystem seam.
 
 Layout (all integers little-endian u64 unless said otherwise):

@@ -1,4 +1,6 @@
-"""Processes: the compaction worker and the executors that hand it an LSM engine's
-background steps (engines/lsm/executor.py's interface, injected by the engine's caller),
-and the server's actors (supervisor, front, partitions, I/O optimizer, compaction pool).
-Modules here may import the engines; the engines must never import them."""
+"""The LSM engine's helper processes: `compactor` (the worker process, which runs the
+pure flush and compaction steps), `compaction_client` (an engine thread's executor that
+hands it those steps: engines/lsm/executor.py's interface, injected by the engine's
+caller) and `owner` (a helper dies with its owner). Used by `concordkv_mp.open()` and by
+the server's compaction pool. Modules here may import the engines; the engines must
+never import them, nor anything of the server."""

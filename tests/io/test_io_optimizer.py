@@ -23,7 +23,7 @@ import zmq
 from concordkv_mp.errors import StorageIOError
 from concordkv_mp.io.ring_fs import RingFileSystem
 from concordkv_mp.io.wal_ring import WalRing
-from concordkv_mp.workers.io_optimizer import NOTIFICATION, IoOptimizer
+from concordkv_mp.server.io_optimizer import NOTIFICATION, IoOptimizer
 
 REPO = str(Path(__file__).resolve().parents[2])
 pytestmark = pytest.mark.timeout(120)
@@ -76,7 +76,7 @@ class Setup:
     def start(self, fsync: str, file_size_limit: int | None = None) -> None:
         args = ["--fsync", fsync, "--wake", self.wake, "--notify", self.notify, *self.ring_paths]
         if file_size_limit is None:
-            command = [sys.executable, "-m", "concordkv_mp.workers.io_optimizer", *args]
+            command = [sys.executable, "-m", "concordkv_mp.server.io_optimizer", *args]
         else:
             # RLIMIT_FSIZE makes a pwrite past the limit fail with EFBIG (SIGXFSZ ignored):
             # a deterministic write error.
@@ -85,7 +85,7 @@ class Setup:
                 f"resource.setrlimit(resource.RLIMIT_FSIZE, ({file_size_limit}, {file_size_limit})); "
                 "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
                 f"sys.argv = ['io_optimizer'] + {args!r}; "
-                "runpy.run_module('concordkv_mp.workers.io_optimizer', run_name='__main__')"
+                "runpy.run_module('concordkv_mp.server.io_optimizer', run_name='__main__')"
             )
             command = [sys.executable, "-c", code]
         self.process = subprocess.Popen(command, cwd=REPO)

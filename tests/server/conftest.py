@@ -23,8 +23,8 @@ import pytest
 
 import concordkv_mp
 from concordkv_mp.errors import ConcordKVError
-from concordkv_mp.workers.process_table import read_table
-from concordkv_mp.workers.supervisor import run_directory
+from concordkv_mp.server.process_table import read_table
+from concordkv_mp.server.supervisor import run_directory
 
 
 def free_port_block(size: int) -> int:

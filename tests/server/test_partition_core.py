@@ -12,7 +12,7 @@ from concordkv_mp.errors import BadRequestError, CursorNotFoundError, WrongParti
 from concordkv_mp.ipc import protocol
 from concordkv_mp.ipc.operations import FRONT, OPERATIONS
 from concordkv_mp.ipc.protocol import Limits, SlotMap
-from concordkv_mp.workers.partition import PartitionCore
+from concordkv_mp.server.partition_core import PartitionCore
 
 LIMITS = Limits(max_key_size=64, max_value_size=1024, max_batch_keys=100, scan_page_size=3)
 

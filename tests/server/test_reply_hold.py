@@ -10,7 +10,7 @@ import msgpack
 import pytest
 
 from concordkv_mp.errors import StorageIOError
-from concordkv_mp.workers.reply_hold import HELD_POLL_MS, ReplyHold
+from concordkv_mp.server.reply_hold import HELD_POLL_MS, ReplyHold
 
 KICK = 0.02
 

@@ -10,7 +10,7 @@ import sys
 
 import psutil
 
-from concordkv_mp.workers.supervisor import run_directory
+from concordkv_mp.server.supervisor import run_directory
 
 
 def test_clean_shutdown_leaves_nothing_and_keeps_data(server_factory):

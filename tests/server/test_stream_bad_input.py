@@ -14,7 +14,7 @@ import pytest
 
 from concordkv_mp.ipc import stream
 from concordkv_mp.ipc.protocol import PROTOCOL_VERSION
-from concordkv_mp.workers.partition import MAX_STREAM_CONNECTIONS
+from concordkv_mp.server.partition import MAX_STREAM_CONNECTIONS
 from tests.server.conftest import running_server
 
 LIMITS = {"max_key_size": 64, "max_value_size": 1024, "max_batch_keys": 100}

@@ -25,7 +25,7 @@ import zmq
 from concordkv_mp.errors import StorageIOError
 from concordkv_mp.workers import compactor
 from concordkv_mp.workers.compaction_client import WorkerJobs
-from concordkv_mp.workers.process_table import pid_of
+from concordkv_mp.server.process_table import pid_of
 
 # How often a waiting client checks that its worker still lives.
 _LIVENESS_POLL_MS = 200

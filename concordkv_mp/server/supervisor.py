@@ -1,4 +1,4 @@
-"""The supervisor: `concordkv serve`. It lays out the server, forks every child, restarts
+"""The supervisor of `concordkv serve`. It lays out the server, forks every child, restarts
 the ones that die, and shuts them all down in order.
 
 Children (forked with `multiprocess`; the supervisor itself never creates a ZeroMQ
@@ -11,8 +11,8 @@ partition's next incarnation hands out again.
 
 Shutdown (SIGTERM, SIGINT, or `concordkv stop`) runs front → partitions (their replies
 sent, MemTables flushed) → I/O optimizer (rings drained, files synced) → pool, with a
-deadline of 10 s in all, then removes the run directory (rings, sockets, process table)
-and the pid file.
+deadline of 10 s in all, then removes the run directory (rings, sockets, process table);
+daemon.py then removes the pid file.
 
 The run directory lives on tmpfs (/dev/shm), named after the data directory: rings
 left by a server that was killed outright are found and drained by the next start.
@@ -21,8 +21,6 @@ This module owns process lifecycle and layout; it must not handle requests or da
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -35,17 +33,16 @@ import uuid
 from dataclasses import dataclass, replace
 
 import multiprocess
-import psutil
 
-from concordkv_mp.errors import ConfigError, DatabaseLockedError
+from concordkv_mp.errors import ConfigError
 from concordkv_mp.io.fs import DEFAULT_FS, write_file_atomically
 from concordkv_mp.io.wal_ring import WalRing
 from concordkv_mp.ipc.protocol import SLOT_COUNT, Limits
-from concordkv_mp.workers import compaction_pool, io_optimizer
-from concordkv_mp.workers.front import FrontSpec, front_main
-from concordkv_mp.workers.lifecycle import announce_ready, become_child, exit_child, run_child
-from concordkv_mp.workers.partition import PartitionSpec, partition_main
-from concordkv_mp.workers.process_table import ProcessEntry, write_table
+from concordkv_mp.server import compaction_pool, io_optimizer
+from concordkv_mp.server.front import FrontSpec, front_main
+from concordkv_mp.server.lifecycle import announce_ready, become_child, exit_child, run_child
+from concordkv_mp.server.partition import PartitionSpec, partition_main
+from concordkv_mp.server.process_table import ProcessEntry, write_table
 
 LAYOUT_FORMAT = 1  # of <data_dir>/SERVER
 RING_CAPACITY = 16 << 20
@@ -305,140 +302,3 @@ def _compactor_main(endpoint, supervisor_pid) -> None:
     announce_ready()
     compaction_pool.run_worker(endpoint, stop)
     exit_child(0)
-
-
-# ---------------------------------------------------------------------- pid file, daemon
-
-
-class _PidFile:
-    """`<pid_file>` locked for the server's life: one server per data directory."""
-
-    def __init__(self, path: str):
-        self.path = path
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(self._fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise DatabaseLockedError(f"a server already runs on this data directory (pid file {path})") from None
-            raise
-        os.ftruncate(self._fd, 0)
-        os.write(self._fd, f"{os.getpid()}\n".encode())
-
-    def remove(self) -> None:
-        try:
-            os.remove(self.path)
-        finally:
-            os.close(self._fd)
-
-
-def serve(config, daemon: bool = False) -> int:
-    """Run the server until SIGTERM/SIGINT; with `daemon`, detach and return once it answers."""
-    if daemon:
-        return _daemonize(config)
-    os.makedirs(config.data_dir, exist_ok=True)
-    pid_file = _PidFile(config.pid_file)
-    try:
-        supervisor = Supervisor(config)
-        return supervisor.run(on_ready=lambda: _announce(config))
-    finally:
-        pid_file.remove()
-
-
-def _announce(config) -> None:
-    print(
-        f"ConcordKV-MP serving on {config.endpoint} (data {os.path.abspath(config.data_dir)}, "
-        f"{config.partitions} partitions, engine {config.engine}, fsync {config.fsync}).\n"
-        f"  Python:  c = concordkv_mp.connect({config.endpoint!r})\n"
-        f"  Shell:   concordkv cli {config.endpoint}\n"
-        f"  Stop:    Ctrl-C, or `concordkv stop --data-dir {config.data_dir}`",
-        flush=True,
-    )
-
-
-def _daemonize(config) -> int:
-    read_end, write_end = os.pipe()
-    if os.fork() > 0:
-        os.close(write_end)
-        # Read until "ok" or EOF, not to EOF: the server's children inherit the pipe.
-        status = b""
-        with os.fdopen(read_end, "rb") as pipe:
-            while not status.startswith(b"ok"):
-                chunk = pipe.read1(4096)
-                if not chunk:
-                    break
-                status += chunk
-        if status.startswith(b"ok") and _answers(config.endpoint, 30.0):
-            print(f"ConcordKV-MP daemon started (pid file {config.pid_file}, log {config.log_file})")
-            return 0
-        print(f"ConcordKV-MP daemon failed to start: {status.decode(errors='replace') or 'see ' + config.log_file}",
-              file=sys.stderr)
-        return 1
-    os.close(read_end)
-    os.setsid()
-    if os.fork() > 0:
-        os._exit(0)
-    code = 1
-    try:
-        os.makedirs(config.data_dir, exist_ok=True)
-        log = os.open(config.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        pid_file = _PidFile(config.pid_file)
-        try:
-            def ready():
-                _announce(config)
-                os.write(write_end, b"ok")
-                os.close(write_end)
-
-            code = Supervisor(config).run(on_ready=ready)
-        finally:
-            pid_file.remove()
-    except BaseException as exc:  # reported to the waiting parent, then to the log
-        try:
-            os.write(write_end, f"{type(exc).__name__}: {exc}".encode())
-        except OSError:
-            pass
-        raise
-    finally:
-        os._exit(code)
-
-
-def _answers(endpoint: str, timeout: float) -> bool:
-    """Whether the server at `endpoint` answers a ping within `timeout` (parent side of
-    the daemon: it never forks again, so it may use ZeroMQ)."""
-    from concordkv_mp.client.sync_client import connect
-    from concordkv_mp.errors import ConcordKVError
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with connect(endpoint, timeout=1.0, direct=False) as client:  # the front answers pings
-                client.ping()
-            return True
-        except ConcordKVError:
-            time.sleep(0.1)
-    return False
-
-
-def stop_server(config, timeout: float = 15.0) -> bool:
-    """SIGTERM the server whose pid file `config.pid_file` names; wait for it to exit."""
-    try:
-        with open(config.pid_file) as file:
-            pid = int(file.read().strip() or 0)
-    except (FileNotFoundError, ValueError):
-        return False
-    try:
-        process = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return False
-    process.terminate()
-    try:
-        process.wait(timeout)
-    except psutil.TimeoutExpired:
-        return False
-    return True

@@ -399,7 +399,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m concordkv_mp.workers.io_optimizer")
+    parser = argparse.ArgumentParser(prog="python -m concordkv_mp.server.io_optimizer")
     parser.add_argument("--fsync", choices=FSYNC_POLICIES, required=True)
     parser.add_argument("--wake", required=True, help="endpoint of the PULL socket for kicks")
     parser.add_argument("--notify", required=True, help="endpoint of the PUB socket for notifications")

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import psutil
 import zmq
 
-import concordkv_mp
 from concordkv_mp.errors import (
     BadFrameError,
     BadRequestError,
@@ -37,8 +36,9 @@ from concordkv_mp.ipc.operations import ANY, FRONT, KEY, OPERATIONS, PART, SWITC
 from concordkv_mp.ipc.protocol import Limits, SlotMap
 from concordkv_mp.ipc.sockets import configure_router, send_or_drop
 from concordkv_mp.options import ENGINES
-from concordkv_mp.workers.lifecycle import announce_ready, become_child, exit_child
-from concordkv_mp.workers.process_table import read_table
+from concordkv_mp.server.lifecycle import announce_ready, become_child, exit_child
+from concordkv_mp.server.process_table import read_table
+from concordkv_mp.version import __version__
 
 _INTERNAL = b""  # the routing frame of the front's own requests
 _STATUS_TIMEOUT = 5.0
@@ -106,7 +106,7 @@ class Front:
         return {
             "protocol": protocol.PROTOCOL_VERSION,
             "role": "front",
-            "server": concordkv_mp.__version__,
+            "server": __version__,
             "partitions": self.spec.partitions,
             "slot_count": protocol.SLOT_COUNT,
             "slot_ranges": [list(r) for r in self.slot_map.ranges],
@@ -309,7 +309,7 @@ class Front:
         engines = sorted({p["engine"] for p in partitions if "engine" in p})
         return {
             "server": {
-                "version": concordkv_mp.__version__,
+                "version": __version__,
                 "protocol": protocol.PROTOCOL_VERSION,
                 "endpoint": self.spec.endpoint,
                 "data_dir": self.spec.data_dir,
