@@ -31,7 +31,7 @@ ENV_PREFIX = "CKV_"
 NON_CONFIG_VARIABLES = frozenset(
     {
         "CKV_HISTORY_FILE",  # the interactive shell's history (concordkv_mp.cli.shell)
-        "CKV_CRASH_SEED",  # replays a randomized crash test (tests/test_crash.py)
+        "CKV_CRASH_SEED",  # replays a randomized crash test (tests/database/test_crash.py)
     }
 )
 

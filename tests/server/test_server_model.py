@@ -1,4 +1,4 @@
-"""The engines' model-based property test (tests/test_model.py), run through the network
+"""The engines' model-based property test (tests/database/test_model.py), run through the network
 client against a live server with several partitions.
 
 The same state machine drives a `Client` instead of an embedded database: every reply
@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from tests.support.engine_options import tiny_options
-from tests.test_model import ModelMachine
+from tests.database.test_model import ModelMachine
 
 
 def run_model_through(server, max_examples: int, steps: int) -> None:

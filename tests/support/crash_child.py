@@ -1,4 +1,4 @@
-"""Child process of tests/test_crash.py: random writes until it is SIGKILLed.
+"""Child process of tests/database/test_crash.py: random writes until it is SIGKILLed.
 
     python crash_child.py DB_PATH LOG_PATH SEED FIRST_COUNTER OPTIONS_JSON
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-PROFILES = Path(__file__).resolve().parents[1] / "profiles"
+PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 # Well above what each takes on a loaded 2-core machine (~15 s), well below pytest's timeout.
 SCRIPT_TIMEOUT = 120
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the in-memory index tests (tests/memory/): the dict model of the
+"""Helpers shared by the in-memory index tests (tests/engines/memory/): the dict model of the
 contract in concordkv_mp/engines/memory/__init__.py (expected range_list answers, the engine's chunked
 scan, one checked operation, a full comparison) and the key sets the tests draw from.
 A plain module, not a conftest: the tests import what they use."""

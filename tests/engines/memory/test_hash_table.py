@@ -23,7 +23,7 @@ from concordkv_mp.engines.memory.hash_table import (
     MIN_CAPACITY,
     HashTable,
 )
-from tests.memory.index_model import (
+from tests.engines.memory.index_model import (
     COLLIDING,
     apply_op,
     assert_detected,

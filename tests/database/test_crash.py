@@ -38,8 +38,8 @@ from tests.support.engine_options import tiny_options
 ROUNDS = {"lsm": 40, "btree": 20, "rbtree": 20, "hash": 20, "array": 20}
 # Acknowledged operations a child does at least before a kill that is not an early one.
 MIN_ACKS = 30
-CHILD = Path(__file__).parent / "support" / "crash_child.py"
-REPO_ROOT = Path(__file__).parent.parent
+CHILD = Path(__file__).parents[1] / "support" / "crash_child.py"
+REPO_ROOT = Path(__file__).parents[2]
 
 
 def read_log(path: Path) -> tuple[list, bool]:

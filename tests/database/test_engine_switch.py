@@ -34,7 +34,7 @@ from concordkv_mp.options import ENGINES
 from tests.support.engine_options import tiny_options
 from tests.support.faulty_fs import FaultInjectionFS
 
-REPO_ROOT = Path(__file__).parent.parent
+REPO_ROOT = Path(__file__).parents[2]
 SMALL_OPTIONS = {"memtable_size": 4096, "snapshot_wal_size": 4096, "btree_order": 4, "l0_compaction_trigger": 2,
                  "target_file_size": 4096, "level_base_size": 8192, "block_size": 256}
 

@@ -11,7 +11,7 @@ import random
 import pytest
 
 from concordkv_mp.engines.memory.btree import BPlusTree, _Internal, _Leaf
-from tests.memory.index_model import apply_op, assert_detected, assert_same
+from tests.engines.memory.index_model import apply_op, assert_detected, assert_same
 
 
 def height(tree: BPlusTree) -> int:

@@ -288,7 +288,7 @@ CHILD = """
 import os, sys, zmq
 from concordkv_mp.io.ring_fs import RingFileSystem
 from concordkv_mp.io.wal_ring import WalRing
-from tests.io.test_io_optimizer import Kicker, record
+from tests.server.test_io_optimizer import Kicker, record
 ring_path, wake, log_path = sys.argv[1:4]
 context = zmq.Context()
 fs = RingFileSystem(WalRing.attach(ring_path), Kicker(context, wake, 0))

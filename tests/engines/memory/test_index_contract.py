@@ -20,7 +20,7 @@ from concordkv_mp.engines.memory.btree import BPlusTree
 from concordkv_mp.engines.memory.hash_table import HashTable
 from concordkv_mp.engines.memory.rbtree import RedBlackTree
 from concordkv_mp.engines.memory.sorted_array import SortedArray
-from tests.memory.index_model import (
+from tests.engines.memory.index_model import (
     COLLIDING,
     PRELOAD,
     SHORT_KEYS,

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from concordkv_mp.engines.memory.rbtree import RedBlackTree, _Node
-from tests.memory.index_model import apply_op, assert_detected, assert_same
+from tests.engines.memory.index_model import apply_op, assert_detected, assert_same
 
 
 def filled(count: int, seed: int = 0) -> tuple[RedBlackTree, dict]:

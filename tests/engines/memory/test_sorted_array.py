@@ -10,7 +10,7 @@ import re
 import pytest
 
 from concordkv_mp.engines.memory.sorted_array import SortedArray
-from tests.memory.index_model import SHORT_KEYS, assert_detected
+from tests.engines.memory.index_model import SHORT_KEYS, assert_detected
 
 
 def test_structure_stats_and_container_bytes():
