@@ -42,8 +42,9 @@ class StorageOptions:
     l0_compaction_trigger: int = 4
     l0_stop_writes_trigger: int = 12
     wal_recovery: str = "strict"
-    # Embedded engine: 0 runs compactions in its background thread; >= 1 runs them in
-    # one worker process (one compaction at a time), so they do not share the caller's GIL.
+    # Embedded LSM engine: 0 runs flushes and compactions in its two background threads;
+    # >= 1 gives each thread a worker process (concordkv_mp.open() injects them), so the
+    # work does not share the caller's GIL. A server's pool has this many workers.
     compaction_workers: int = 1
     # In-memory engines (btree, rbtree, hash, array):
     btree_order: int = 100

@@ -2,7 +2,7 @@
 top of a module or inside a function) goes to a unit the importer's layer may use, and
 the units form no cycle. A unit is a subpackage (`engines`, `server`, ...) or a
 top-level module (`database`, `errors`, ...); `root` is `concordkv_mp/__init__.py`, the
-public index, which nothing inside the package may import.
+public index, which only the command line may import.
 
 Run alone: `python -m pytest tests/test_package_layers.py -q`; a failure names the file,
 the line and the import that breaks a rule.

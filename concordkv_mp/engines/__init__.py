@@ -4,7 +4,8 @@ An engine is single-process and knows nothing of IPC or of other processes: the 
 engine's background steps run wherever the executor its caller injects runs them
 (engines/lsm/executor.py). Each offers:
 `get(key)`, `write(pairs)` (atomic; value None deletes), `delete_existing(keys) -> int`,
-`update_existing(key, value) -> bool`, `scan(start, end, reverse)` (snapshot iterator of
+`update_existing(key, value) -> bool`, `increment(key, by) -> int` (counters.py),
+`scan(start, end, reverse)` (snapshot iterator of
 (key, value) in [start, end)), `count()`, `stats()`, `flush()`, `compact()`, `close()`,
 and `retire_after(fn)` (run `fn` with writes held back, then refuse writes: the engine
 switch). Keys and values reaching an engine are already checked bytes (see `database.py`).

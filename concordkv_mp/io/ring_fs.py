@@ -1,9 +1,11 @@
 """`RingFileSystem`: the FileSystem seam of a partition in server mode, whose WAL files
 are written by the I/O optimizer process from a shared-memory ring (wal_ring.py).
 
-Only `create_log` differs from `FileSystem`: the file is created (empty) here, so that
+`create_log` differs from `FileSystem`'s: the file is created (empty) here, so that
 the engine's directory fsync right after covers it, and its bytes travel through the
-ring; the I/O optimizer pwrites them at their offsets and fdatasyncs them. Everything
+ring; the I/O optimizer pwrites them at their offsets and fdatasyncs them. So do the
+durability tickets, which are ring positions durable once the optimizer says so, and
+`wait_drained`, which a restarted partition calls before recovery. Everything
 else — reads, truncation, removal, SSTables, manifests — goes straight to the file
 system as before. That is only correct because the engines read a log back (recovery)
 after the partition called `wait_drained()`, and truncate or remove one only once it

@@ -9,7 +9,7 @@ smart clients talk to the partition over the stream transport (plain TCP or Unix
 sockets, ipc/stream_server.py), the front over a ZeroMQ ROUTER on an internal ipc
 endpoint; one poller watches both.
 
-Durability (docs/architecture.md): the engine's WAL bytes go into a shared-memory ring
+Durability (docs/architecture/partition.md): the engine's WAL bytes go into a shared-memory ring
 (io/ring_fs.py) that the I/O optimizer drains. With fsync="always" a write's reply is
 held back until the database is durable through the write's ticket; the loop keeps
 taking requests meanwhile, so every write that arrives during one fsync shares the

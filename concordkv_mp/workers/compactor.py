@@ -3,7 +3,7 @@
 Started as `python -m concordkv_mp.workers.compactor OWNER_PID` with pipes for stdin
 and stdout.
 Requests and replies are msgpack maps, one after another on the pipes (see
-docs/architecture.md). The worker writes a shipped MemTable as an L0 table
+docs/architecture/compaction-workers.md). The worker writes a shipped MemTable as an L0 table
 (`write_flush`) or reads a task's input SSTables and writes its outputs
 (`run_compaction`) — the pure steps, unchanged; it never touches a manifest or a WAL
 — the owning engine installs the results. It exits when stdin reaches EOF, and the
