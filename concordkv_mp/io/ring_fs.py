@@ -62,7 +62,6 @@ class RingFileSystem(FileSystem):
     producer."""
 
     def __init__(self, ring: WalRing, wake: Callable[[], None]):
-        self._ring = ring
         self._writer = RingWriter(ring, wake)
 
     def create_log(self, path: str, capacity: int) -> RingLogFile:
@@ -83,8 +82,7 @@ class RingFileSystem(FileSystem):
         self._writer.request_durable(ticket)
 
     def durable_through(self) -> int:
-        self._writer.raise_if_failed()
-        return self._ring.durable_pos
+        return self._writer.durable_pos()
 
     def wait_drained(self, timeout: float) -> None:
         """Block until the optimizer has consumed every record in the ring; call before

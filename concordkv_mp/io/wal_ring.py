@@ -430,6 +430,15 @@ class RingWriter:
         self._wake()
         self._wait(lambda: self._fields[_READ_POS] >= target, time.monotonic() + timeout, "the ring to drain", False)
 
+    def durable_pos(self) -> int:
+        """The consumer's durable_pos (every byte before it is fdatasynced), or
+        StorageIOError if it failed to write or sync this writer's bytes. Read once per
+        turn of a partition's loop: the error word is tested inline."""
+        fields = self._fields
+        if fields[_ERROR_ERRNO]:
+            self.raise_if_failed()
+        return fields[_DURABLE_POS]
+
     def raise_if_failed(self) -> None:
         """StorageIOError if the consumer failed to write or sync this writer's bytes."""
         fields = self._fields

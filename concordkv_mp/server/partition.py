@@ -164,7 +164,7 @@ def _serve(core: PartitionCore, router, notify, streams: StreamServer, hold: Rep
                 streams.on_event(item, events, requests)
         for envelope, body in requests:
             writes, request_id, reply = core.answer(body)
-            if not hold.add(writes, envelope, request_id, reply):
+            if not (writes and hold.wrote(envelope, request_id, reply)):
                 deliver(envelope, reply)
         for envelope, reply in hold.end_turn(time.monotonic()):
             deliver(envelope, reply)

@@ -97,10 +97,14 @@ class PartitionCore:
         `pairs` argument."""
         method = getattr(self.db, op.name)
         if op.route == KEY:
-            own = self._own
+            # The ownership test inline: this runs for every single-key request.
+            owners, index, crc32, mask = self.slot_map.owners, self.index, zlib.crc32, protocol.SLOT_COUNT - 1
+            not_ours = self._not_ours
 
             def handler(key, *args):
-                return method(own(key), *args)
+                if owners[crc32(key) & mask] != index:
+                    raise not_ours(key)
+                return method(key, *args)
 
             return handler
         check_part, own_all = self._check_part, self._own_all
@@ -119,11 +123,6 @@ class PartitionCore:
         return handler
 
     # -------------------------------------------------------------- ownership
-
-    def _own(self, key: bytes) -> bytes:
-        if self.slot_map.partition_of(key) != self.index:
-            raise self._not_ours(key)
-        return key
 
     def _not_ours(self, key: bytes) -> WrongPartitionError:
         return WrongPartitionError(f"slot {protocol.slot_of(key)} is not owned by partition {self.index}")

@@ -19,7 +19,7 @@ recovers what reached the files.
 
 The loop's part, per turn:
 
-    for each request: reply = ...; if not hold.add(writes, envelope, request_id, reply): send it
+    for each request: reply = ...; unless it writes and hold.wrote(envelope, request_id, reply): send it
     for envelope, reply in hold.end_turn(now): send it
     if hold.failure: raise hold.failure
 """
@@ -32,6 +32,7 @@ from concordkv_mp.ipc.protocol import encode_error
 # How long the loop may wait for input while replies are held: the optimizer's news
 # (a notification) usually ends the wait sooner.
 HELD_POLL_MS = 5
+_NONE = ()
 
 
 class ReplyHold:
@@ -40,6 +41,7 @@ class ReplyHold:
         `request_durability(ticket)`, `durable_through()`); `wake()` kicks the I/O
         optimizer without blocking."""
         self._durability = durability
+        self._durable_through = durability.durable_through  # asked every turn
         self._hold_writes = hold_writes
         self._wake = wake
         self._kick_interval = kick_interval
@@ -62,10 +64,9 @@ class ReplyHold:
             return max(1, round(self._kick_interval * 1000))
         return idle_ms
 
-    def add(self, writes: bool, envelope, request_id, reply: bytes) -> bool:
-        """Note one answered request; True if the hold keeps its reply for now."""
-        if not writes:
-            return False
+    def wrote(self, envelope, request_id, reply: bytes) -> bool:
+        """Note an answered write (the only requests the hold cares about); True if it
+        keeps the reply for now."""
         self._unkicked = True
         if not self._hold_writes:
             return False
@@ -87,19 +88,21 @@ class ReplyHold:
             self._last_kick = now
             self._unkicked = False
         try:
-            durable = durability.durable_through()
+            durable = self._durable_through()
         except StorageIOError as exc:
             self.failure = exc
             failed = [(envelope, encode_error(request_id, exc)) for _, envelope, request_id, _ in self._held]
             self._held.clear()
             return failed
         held = self._held
+        if not held:
+            return _NONE
         released = 0
         # Tickets only grow along `held`: the durable entries are a prefix.
         while released < len(held) and held[released][0] <= durable:
             released += 1
         if not released:
-            return []
+            return _NONE
         ready = [(envelope, reply) for _, envelope, _, reply in held[:released]]
         del held[:released]
         return ready

@@ -48,9 +48,11 @@ def make(fake, hold_writes: bool):
 
 
 def answered(hold, fake, name: str, writes: bool, request_id: int) -> bool:
-    if writes:
-        fake.write()
-    return hold.add(writes, name, request_id, b"reply-" + name.encode())
+    """Whether the hold keeps the reply, as the partition's loop asks it: writes only."""
+    if not writes:
+        return False
+    fake.write()
+    return hold.wrote(name, request_id, b"reply-" + name.encode())
 
 
 def test_always_holds_writes_until_their_ticket_is_durable(fake):
@@ -58,11 +60,11 @@ def test_always_holds_writes_until_their_ticket_is_durable(fake):
     assert answered(hold, fake, "w1", True, 1)
     assert not answered(hold, fake, "r1", False, 2)  # a read goes at once
     assert answered(hold, fake, "w2", True, 3)
-    assert hold.end_turn(0.0) == []
+    assert list(hold.end_turn(0.0)) == []
     assert fake.requested == [20] and hold.holding
     assert hold.poll_timeout_ms(200) == HELD_POLL_MS
     assert answered(hold, fake, "w3", True, 4)  # the next turn's write: a later ticket
-    assert hold.end_turn(0.001) == []
+    assert list(hold.end_turn(0.001)) == []
     assert fake.requested == [20, 30]
     fake.durable = 25
     assert hold.end_turn(0.002) == [("w1", b"reply-w1"), ("w2", b"reply-w2")]
@@ -93,7 +95,7 @@ def test_other_policies_reply_at_once_and_kick_once_per_interval(fake, hold_writ
     assert hold.poll_timeout_ms(200) == 200
     assert not answered(hold, fake, "w1", True, 1)
     assert hold.poll_timeout_ms(200) == round(KICK * 1000)
-    assert hold.end_turn(10.0) == []
+    assert list(hold.end_turn(10.0)) == []
     assert kicks == [1]
     assert not answered(hold, fake, "w2", True, 2)
     hold.end_turn(10.005)  # within the interval: no kick yet
@@ -105,4 +107,4 @@ def test_other_policies_reply_at_once_and_kick_once_per_interval(fake, hold_writ
     hold.end_turn(11.0)  # nothing new written: no kick
     assert kicks == [1, 1] and fake.requested == []
     fake.error = StorageIOError(28, "no space")
-    assert hold.end_turn(11.1) == [] and hold.failure is fake.error  # the loop stops even with nothing held
+    assert list(hold.end_turn(11.1)) == [] and hold.failure is fake.error  # the loop stops even with nothing held
