@@ -62,10 +62,11 @@ class PartitionCore:
             "partition_status": self._partition_status,
             "switch_engine": self._switch_engine,
         }
+        # Every operation in the table has a handler (the front's refuse), so a decoded
+        # request needs no second lookup.
         self._handlers = {
-            op.name: own_handlers.get(op.name) or self._database_handler(op)
+            op.name: _front_only(op.name) if op.route == FRONT else own_handlers.get(op.name) or self._database_handler(op)
             for op in OPERATIONS.values()
-            if op.route != FRONT
         }
 
     def answer(self, body) -> tuple[bool, int | None, bytes]:
@@ -74,7 +75,7 @@ class PartitionCore:
         request_id = op = None
         try:
             request_id, op, args = protocol.decode_request(body, self._unpack_limits, self.limits)
-            return op in WRITE_OPERATIONS, request_id, protocol.encode_reply(request_id, self.handle(op, args))
+            return op in WRITE_OPERATIONS, request_id, protocol.encode_reply(request_id, self._handlers[op](*args))
         except ConcordKVError as exc:
             if op is None:  # refused while decoding: the id it could read, if any
                 request_id = getattr(exc, "request_id", None)
@@ -85,11 +86,7 @@ class PartitionCore:
 
     def handle(self, op: str, args: list):
         """The result of one decoded request; raises ConcordKVError for an error reply."""
-        try:
-            handler = self._handlers[op]
-        except KeyError:
-            raise BadRequestError(f"{op} is answered by the front, not by a partition") from None
-        return handler(*args)
+        return self._handlers[op](*args)
 
     def _database_handler(self, op: Operation):
         """`db.<op>(*args)` once the partition's ownership of the arguments is checked:
@@ -220,3 +217,10 @@ class PartitionCore:
             "pending_compactions": stats.get("immutable_memtables", 0) + sum(1 for score in scores if score >= 1),
             "open_cursors": len(self._cursors),
         }
+
+
+def _front_only(name: str):
+    def refuse(*args):
+        raise BadRequestError(f"{name} is answered by the front, not by a partition")
+
+    return refuse
